@@ -1,0 +1,295 @@
+"""config.yaml as frozen typed models: sources, objects, schedule, write-back; `${ENV}` and relative paths."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+from connector.durations import Duration, Percent, parse_duration
+from connector.errors import ConfigError, Problem
+from connector.mapping import StageMapping, read_mapping
+from connector.yamlfile import YamlDocument, interpolate_env, load_yaml, report_validation_error
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- auth, one model per method ---------------------------------------------------------------
+class TokenAuth(_Model):
+    method: Literal["token"]
+    access_token: SecretStr
+    instance_url: StrictStr | None = None
+
+
+class ClientCredentialsAuth(_Model):
+    method: Literal["client_credentials"]
+    login_url: StrictStr = "https://login.salesforce.com"
+    client_id: StrictStr
+    client_secret: SecretStr
+
+
+class JwtAuth(_Model):
+    method: Literal["jwt"]
+    login_url: StrictStr = "https://login.salesforce.com"
+    client_id: StrictStr
+    username: StrictStr
+    private_key_file: Path
+
+
+class PasswordAuth(_Model):
+    method: Literal["password"]
+    login_url: StrictStr = "https://login.salesforce.com"
+    client_id: StrictStr
+    client_secret: SecretStr
+    username: StrictStr
+    password: SecretStr
+    security_token: SecretStr | None = None
+
+
+SalesforceAuth = Annotated[
+    TokenAuth | ClientCredentialsAuth | JwtAuth | PasswordAuth, Field(discriminator="method")
+]
+
+
+class HubSpotTokenAuth(_Model):
+    method: Literal["token"]
+    access_token: SecretStr
+
+
+HubSpotAuth = Annotated[HubSpotTokenAuth, Field(discriminator="method")]
+
+
+# --- objects and sources -------------------------------------------------------------------------
+class ActivityConfig(_Model):
+    """Where a source finds activity for the records of an object, and how values map to events."""
+
+    enabled: StrictBool = True
+    # Salesforce: Task.<field> value -> event; HubSpot: engagement kind or kind:property=value -> event.
+    types: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+
+class ObjectConfig(_Model):
+    status_field: StrictStr
+    mapping: Path
+    owner_field: StrictStr | None = None
+    fields: tuple[StrictStr, ...] = ()  # extra fields read with each record (for assign rules)
+    activity: ActivityConfig | None = None
+    # HubSpot's lifecycle stage refuses to move backwards unless cleared first.
+    clear_before_backwards: StrictBool = True
+
+
+class _SourceBase(_Model):
+    ca_bundle: Path | None = None
+    api_budget: Percent = 0.5
+    lookback: Duration = timedelta(seconds=5)
+    page_size: StrictInt = Field(default=0, ge=0)  # 0: the CRM's own default
+    timeout: Duration = timedelta(seconds=60)
+    max_retries: StrictInt = Field(default=6, ge=0, le=20)
+    objects: dict[StrictStr, ObjectConfig] = Field(min_length=1)
+
+
+class SalesforceSource(_SourceBase):
+    type: Literal["salesforce"]
+    instance_url: StrictStr | None = None
+    api_version: StrictStr = "62.0"
+    auth: SalesforceAuth
+
+    @field_validator("api_version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        # `api_version: 62.0` unquoted is a float in YAML; accept it as the text the user meant.
+        return f"{value:.1f}" if isinstance(value, float) else value
+
+
+class HubSpotSource(_SourceBase):
+    type: Literal["hubspot"]
+    base_url: StrictStr = "https://api.hubapi.com"
+    auth: HubSpotAuth
+
+
+SourceConfig = Annotated[SalesforceSource | HubSpotSource, Field(discriminator="type")]
+
+
+class Schedule(_Model):
+    sync_every: Duration = timedelta(seconds=60)
+    writeback_every: Duration = timedelta(seconds=10)
+    timers_every: Duration = timedelta(minutes=15)
+    reconcile_every: Duration = timedelta(hours=24)
+
+
+class Writeback(_Model):
+    enabled: StrictBool = True
+    conflict_check: StrictBool = True
+    max_attempts: StrictInt = Field(default=8, ge=1, le=100)
+
+
+class Server(_Model):
+    listen: StrictStr = "127.0.0.1:9108"
+
+
+class SmtpConfig(_Model):
+    host: StrictStr
+    port: StrictInt = 25
+    sender: StrictStr
+    username: StrictStr | None = None
+    password: SecretStr | None = None
+    starttls: StrictBool = False
+
+
+class Notifications(_Model):
+    smtp: SmtpConfig | None = None
+    webhook: StrictStr | None = None
+    # owner id -> email address, for SMTP notifications
+    owners: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+
+class ConfigFile(_Model):
+    database: StrictStr = "sqlite:///connector.db"
+    sources: dict[StrictStr, SourceConfig] = Field(min_length=1)
+    schedule: Schedule = Schedule()
+    writeback: Writeback = Writeback()
+    server: Server | None = None
+    notifications: Notifications | None = None
+
+
+# --- the loaded configuration --------------------------------------------------------------------
+@dataclass(frozen=True)
+class SyncedObject:
+    source: str
+    name: str
+    settings: ObjectConfig
+    mapping: StageMapping
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path
+    model: ConfigFile
+    objects: MappingProxyType[tuple[str, str], SyncedObject]
+    warnings: tuple[Problem, ...] = ()
+
+    @property
+    def database_url(self) -> str:
+        return self.model.database
+
+    @property
+    def sources(self) -> dict[str, SalesforceSource | HubSpotSource]:
+        return dict(self.model.sources)
+
+    def object(self, source: str, name: str) -> SyncedObject:
+        return self.objects[(source, name)]
+
+
+def config_vocabulary() -> set[str]:
+    names: set[str] = set()
+    models: list[type[BaseModel]] = [
+        ConfigFile, SalesforceSource, HubSpotSource, ObjectConfig, ActivityConfig, Schedule, Writeback,
+        Server, Notifications, SmtpConfig, TokenAuth, ClientCredentialsAuth, JwtAuth, PasswordAuth,
+    ]
+    for model in models:
+        names.update(model.model_fields)
+    return names
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("CONNECTOR_CONFIG", DEFAULT_CONFIG))
+
+
+def load_config(file: Path, environ: dict[str, str] | None = None) -> Config:
+    """Parse config.yaml and every mapping it names; raise ConfigError with every problem found."""
+    doc = load_yaml(file, env_refs=True)
+    if doc.data is None:
+        raise ConfigError(doc.problems)
+    if not isinstance(doc.data, dict):
+        doc.problem((), "the config must be a mapping with 'sources' and other settings")
+        raise ConfigError(doc.problems)
+    interpolate_env(doc, environ)
+    _resolve_paths(doc, file.parent)
+    try:
+        model = ConfigFile.model_validate(doc.data)
+    except ValidationError as exc:
+        report_validation_error(doc, exc, config_vocabulary())
+        # Check the mapping files too, so that one run lists every problem.
+        for path in _raw_mapping_paths(doc.data):
+            doc.problems.extend(read_mapping(path)[1])
+        raise ConfigError(doc.problems) from None
+    problems = list(doc.problems)
+    objects: dict[tuple[str, str], SyncedObject] = {}
+    mappings: dict[Path, StageMapping | None] = {}
+    for source_name, source in model.sources.items():
+        for object_name, settings in source.objects.items():
+            path = settings.mapping
+            if path not in mappings:
+                mapping, found = read_mapping(path)
+                mappings[path] = mapping
+                problems.extend(found)
+            mapping = mappings[path]
+            if mapping is not None:
+                objects[(source_name, object_name)] = SyncedObject(source_name, object_name, settings, mapping)
+    if any(not p.warning for p in problems):
+        raise ConfigError(problems)
+    return Config(file, model, MappingProxyType(objects), tuple(problems))
+
+
+def _raw_mapping_paths(data: dict[str, Any]) -> list[Path]:
+    paths: list[Path] = []
+    sources = data.get("sources")
+    for source in sources.values() if isinstance(sources, dict) else ():
+        objects = source.get("objects") if isinstance(source, dict) else None
+        for obj in objects.values() if isinstance(objects, dict) else ():
+            if isinstance(obj, dict) and isinstance(obj.get("mapping"), str):
+                path = Path(obj["mapping"])
+                if path not in paths and path.exists():
+                    paths.append(path)
+    return paths
+
+
+def _resolve_paths(doc: YamlDocument, base: Path) -> None:
+    """Paths in the config are relative to the config file, and so is a relative SQLite database."""
+    data = doc.data
+    database = data.get("database")
+    if isinstance(database, str) and database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
+        rest = database.removeprefix("sqlite:///")
+        if rest and rest != ":memory:":
+            data["database"] = f"sqlite:///{(base / rest).resolve()}"
+    sources = data.get("sources")
+    if not isinstance(sources, dict):
+        return
+    for source in sources.values():
+        if not isinstance(source, dict):
+            continue
+        for key in ("ca_bundle",):
+            if isinstance(source.get(key), str):
+                source[key] = str(base / source[key])
+        auth = source.get("auth")
+        if isinstance(auth, dict) and isinstance(auth.get("private_key_file"), str):
+            auth["private_key_file"] = str(base / auth["private_key_file"])
+        objects = source.get("objects")
+        if isinstance(objects, dict):
+            for obj in objects.values():
+                if isinstance(obj, dict) and isinstance(obj.get("mapping"), str):
+                    obj["mapping"] = str(base / obj["mapping"])
+
+
+def interval(value: str) -> timedelta:
+    """A duration given on the command line."""
+    return parse_duration(value)
