@@ -1,0 +1,367 @@
+"""Queries and bulk writes. Functions take a Session and never commit: the caller's unit of work does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, bindparam, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from connector.rules import RecordState, SetBy, Transition
+from connector.store.schema import CursorRow, EventRow, OutboxItem, Record, SourceHealth, TransitionRow
+
+RECORDS = cast(Table, Record.__table__)
+TRANSITIONS = cast(Table, TransitionRow.__table__)
+OUTBOX = cast(Table, OutboxItem.__table__)
+CURSORS = cast(Table, CursorRow.__table__)
+EVENTS = cast(Table, EventRow.__table__)
+
+# Keeps one statement under SQLite's bound-parameter limit on the widest table.
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    id: int
+    external_id: str
+    state: RecordState
+    owner: str | None = None
+    deleted: bool = False
+    converted: bool = False
+    fields: dict[str, Any] | None = None
+
+
+@dataclass
+class RecordWrite:
+    """Everything one page persists for one record."""
+
+    external_id: str
+    record_id: int | None
+    state: RecordState
+    transitions: list[Transition] = field(default_factory=list)
+    writeback: str | None = None
+    cancel_writeback: bool = False
+    next_timer_at: datetime | None = None
+    owner: str | None = None
+    fields: dict[str, Any] | None = None
+    deleted: bool = False
+    converted: bool = False
+    remote_modified_at: datetime | None = None
+
+
+def _insert(session: Session, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _state_of(row: Any) -> RecordState:
+    return RecordState(
+        stage=row.stage,
+        set_by=SetBy(row.set_by) if row.set_by else None,
+        remote_status=row.remote_status,
+        stage_entered_at=row.stage_entered_at,
+        last_activity_at=row.last_activity_at,
+        quarantined=row.quarantined,
+        inactive_decided_at=row.inactive_decided_at,
+    )
+
+
+def _stored(row: Any) -> StoredRecord:
+    return StoredRecord(row.id, row.external_id, _state_of(row), row.owner, row.deleted, row.converted, row.fields)
+
+
+# --- records -------------------------------------------------------------------------------------
+def load_records(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, StoredRecord]:
+    found: dict[str, StoredRecord] = {}
+    table = RECORDS
+    for chunk in _chunks(list(external_ids), 1000):
+        rows = session.execute(
+            select(table).where(table.c.source == source, table.c.object == obj, table.c.external_id.in_(chunk))
+        )
+        for row in rows:
+            found[row.external_id] = _stored(row)
+    return found
+
+
+def get_record(session: Session, source: str, obj: str, external_id: str) -> StoredRecord | None:
+    return load_records(session, source, obj, [external_id]).get(external_id)
+
+
+def due_for_timers(session: Session, source: str, obj: str, now: datetime, limit: int) -> list[StoredRecord]:
+    table = RECORDS
+    rows = session.execute(
+        select(table)
+        .where(table.c.source == source, table.c.object == obj, table.c.next_timer_at <= now, ~table.c.deleted)
+        .order_by(table.c.next_timer_at, table.c.id)
+        .limit(limit)
+    )
+    return [_stored(row) for row in rows]
+
+
+def _record_values(source: str, obj: str, write: RecordWrite, now: datetime) -> dict[str, Any]:
+    state = write.state
+    return {
+        "source": source,
+        "object": obj,
+        "external_id": write.external_id,
+        "stage": state.stage,
+        "set_by": state.set_by.value if state.set_by else None,
+        "remote_status": state.remote_status,
+        "stage_entered_at": state.stage_entered_at,
+        "last_activity_at": state.last_activity_at,
+        "quarantined": state.quarantined,
+        "inactive_decided_at": state.inactive_decided_at,
+        "next_timer_at": write.next_timer_at,
+        "owner": write.owner,
+        "fields": write.fields,
+        "deleted": write.deleted,
+        "converted": write.converted,
+        "remote_modified_at": write.remote_modified_at,
+        "updated_at": now,
+    }
+
+
+_UPDATABLE = (
+    "stage", "set_by", "remote_status", "stage_entered_at", "last_activity_at", "quarantined",
+    "inactive_decided_at", "next_timer_at", "owner", "fields", "deleted", "converted", "remote_modified_at",
+    "updated_at",
+)
+
+
+def save_records(session: Session, source: str, obj: str, writes: Sequence[RecordWrite], now: datetime) -> None:
+    """Upsert the records, then their history and outbox changes: a handful of statements per page."""
+    table = RECORDS
+    new = [w for w in writes if w.record_id is None]
+    existing = [w for w in writes if w.record_id is not None]
+    for chunk in _chunks(new):
+        stmt = _insert(session, table).values([_record_values(source, obj, w, now) for w in chunk])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["source", "object", "external_id"],
+            set_={name: stmt.excluded[name] for name in _UPDATABLE},
+        ).returning(table.c.id, table.c.external_id)
+        ids = {row.external_id: row.id for row in session.execute(stmt)}
+        for write in chunk:
+            write.record_id = ids[write.external_id]
+    if existing:
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in _UPDATABLE})
+        )
+        rows = []
+        for write in existing:
+            values = _record_values(source, obj, write, now)
+            rows.append({"b_id": write.record_id, **{f"b_{name}": values[name] for name in _UPDATABLE}})
+        session.connection().execute(stmt, rows)
+    _save_transitions(session, writes)
+    cancel_writebacks(session, [w.record_id for w in writes if w.cancel_writeback and w.record_id is not None], now)
+    queue_writebacks(
+        session, source, obj,
+        [(w.record_id, w.external_id, w.writeback, w.owner) for w in writes if w.writeback and w.record_id], now,
+    )
+
+
+def _save_transitions(session: Session, writes: Sequence[RecordWrite]) -> None:
+    rows = [
+        {
+            "record_id": w.record_id,
+            "at": t.at,
+            "from_stage": t.from_stage,
+            "to_stage": t.to_stage,
+            "cause": t.cause.value,
+            "detail": t.detail,
+            "rule": t.rule,
+            "suppressed": t.suppressed,
+            "reason": t.reason,
+            "owner": None,
+        }
+        for w in writes
+        for t in w.transitions
+    ]
+    if rows:
+        session.execute(TRANSITIONS.insert(), rows)
+
+
+def history(session: Session, record_id: int) -> list[TransitionRow]:
+    return list(
+        session.scalars(select(TransitionRow).where(TransitionRow.record_id == record_id).order_by(TransitionRow.id))
+    )
+
+
+def closest_external_ids(session: Session, source: str, obj: str, external_id: str, limit: int = 3) -> list[str]:
+    """Ids that share the longest prefix with a mistyped one, for a did-you-mean."""
+    table = RECORDS
+    for length in range(len(external_id) - 1, 2, -1):
+        rows = session.execute(
+            select(table.c.external_id)
+            .where(table.c.source == source, table.c.object == obj)
+            .where(table.c.external_id.like(external_id[:length] + "%"))
+            .limit(limit)
+        ).scalars()
+        found = list(rows)
+        if found:
+            return found
+    return []
+
+
+# --- outbox --------------------------------------------------------------------------------------
+def queue_writebacks(
+    session: Session, source: str, obj: str, items: Sequence[tuple[int, str, str, str | None]], now: datetime
+) -> None:
+    """Queue (record id, external id, status, owner); a newer status replaces a pending one."""
+    table = OUTBOX
+    for chunk in _chunks(list(items)):
+        stmt = _insert(session, table).values(
+            [
+                {
+                    "record_id": record_id, "source": source, "object": obj, "external_id": external_id,
+                    "status": status, "owner": owner, "state": "pending", "attempts": 0, "next_attempt_at": now,
+                    "last_error": None, "version": 1, "created_at": now, "updated_at": now,
+                }
+                for record_id, external_id, status, owner in chunk
+            ]
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["record_id"],
+            index_where=text("state = 'pending'"),
+            set_={
+                "status": stmt.excluded.status,
+                "owner": stmt.excluded.owner,
+                "attempts": 0,
+                "next_attempt_at": stmt.excluded.next_attempt_at,
+                "last_error": None,
+                "version": table.c.version + 1,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        session.execute(stmt)
+
+
+def cancel_writebacks(session: Session, record_ids: Sequence[int], now: datetime, reason: str | None = None) -> None:
+    table = OUTBOX
+    for chunk in _chunks(list(record_ids)):
+        session.execute(
+            update(table)
+            .where(table.c.record_id.in_(chunk), table.c.state == "pending")
+            .values(state="cancelled", updated_at=now, last_error=reason, version=table.c.version + 1)
+        )
+
+
+def claim_due(session: Session, source: str, obj: str, now: datetime, limit: int) -> list[OutboxItem]:
+    """Pending items due now, oldest first; on PostgreSQL locked by this transaction, skipping others' claims."""
+    stmt = (
+        select(OutboxItem)
+        .where(
+            OutboxItem.source == source, OutboxItem.object == obj, OutboxItem.state == "pending",
+            OutboxItem.next_attempt_at <= now,
+        )
+        .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(session.scalars(stmt))
+
+
+def outbox_counts(session: Session, source: str, obj: str) -> dict[str, int]:
+    table = OUTBOX
+    rows = session.execute(
+        select(table.c.state, func.count())
+        .where(table.c.source == source, table.c.object == obj)
+        .group_by(table.c.state)
+    )
+    return {state: count for state, count in rows}
+
+
+def finish_item(
+    session: Session, item_id: int, version: int, state: str, now: datetime, error: str | None = None
+) -> bool:
+    """Close an item, unless a newer status replaced it meanwhile (then it stays pending, to be sent)."""
+    table = OUTBOX
+    result = session.execute(
+        update(table)
+        .where(table.c.id == item_id, table.c.version == version, table.c.state == "pending")
+        .values(state=state, updated_at=now, last_error=error)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def retry_item(session: Session, item_id: int, version: int, when: datetime, error: str, now: datetime) -> None:
+    table = OUTBOX
+    session.execute(
+        update(table)
+        .where(table.c.id == item_id, table.c.version == version, table.c.state == "pending")
+        .values(attempts=table.c.attempts + 1, next_attempt_at=when, last_error=error, updated_at=now)
+    )
+
+
+# --- cursors -------------------------------------------------------------------------------------
+def get_cursor(session: Session, source: str, obj: str, kind: str = "records") -> tuple[datetime | None, str | None]:
+    row = session.get(CursorRow, (source, obj, kind))
+    return (row.modified_at, row.last_id) if row else (None, None)
+
+
+def save_cursor(
+    session: Session, source: str, obj: str, modified_at: datetime | None, last_id: str | None, now: datetime,
+    kind: str = "records",
+) -> None:
+    table = CURSORS
+    stmt = _insert(session, table).values(
+        source=source, object=obj, kind=kind, modified_at=modified_at, last_id=last_id, updated_at=now
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["source", "object", "kind"],
+        set_={"modified_at": stmt.excluded.modified_at, "last_id": stmt.excluded.last_id, "updated_at": now},
+    )
+    session.execute(stmt)
+
+
+# --- events --------------------------------------------------------------------------------------
+def insert_new_events(session: Session, source: str, events: Sequence[dict[str, Any]], now: datetime) -> set[str]:
+    """Insert events not seen before; return the dedupe keys that were new."""
+    if not events:
+        return set()
+    table = EVENTS
+    new: set[str] = set()
+    for chunk in _chunks(list(events)):
+        stmt = _insert(session, table).values([{**e, "source": source, "received_at": now} for e in chunk])
+        stmt = stmt.on_conflict_do_nothing(index_elements=["source", "dedupe_key"]).returning(table.c.dedupe_key)
+        new.update(session.execute(stmt).scalars())
+    return new
+
+
+# --- health --------------------------------------------------------------------------------------
+def health(session: Session, source: str, obj: str) -> SourceHealth:
+    row = session.get(SourceHealth, (source, obj))
+    if row is None:
+        row = SourceHealth(source=source, object=obj, records_pulled=0, consecutive_failures=0)
+        session.add(row)
+    return row
+
+
+def stage_counts(session: Session, source: str, obj: str) -> dict[str | None, int]:
+    table = RECORDS
+    rows = session.execute(
+        select(table.c.stage, func.count())
+        .where(table.c.source == source, table.c.object == obj, ~table.c.deleted)
+        .group_by(table.c.stage)
+    )
+    return {stage: count for stage, count in rows}
+
+
+def quarantined(session: Session, source: str, obj: str, limit: int = 20) -> tuple[int, list[tuple[str, str]]]:
+    table = RECORDS
+    where = and_(table.c.source == source, table.c.object == obj, table.c.quarantined.is_not(None), ~table.c.deleted)
+    count = session.execute(select(func.count()).where(where)).scalar_one()
+    rows = session.execute(select(table.c.external_id, table.c.quarantined).where(where).limit(limit))
+    return int(count), [(r.external_id, r.quarantined) for r in rows]
