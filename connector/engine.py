@@ -1,0 +1,378 @@
+"""One sync cycle for one object: pull pages -> decide -> one transaction per page.
+
+The engine reads the store, asks `rules` for decisions and hands the results back to the store; it
+never talks HTTP itself (sources do) and holds no rule logic (rules do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from connector import rules
+from connector.config import Config, SyncedObject
+from connector.errors import UsageError
+from connector.mapping import StageMapping
+from connector.rules import Cause, Decision, RecordState, SetBy, Transition
+from connector.sources.base import Cursor, Page, RemoteEvent, RemoteRecord, Source
+from connector.store import repo
+from connector.store.db import Store
+from connector.yamlfile import suggest
+
+TIMER_BATCH = 1000
+
+
+@dataclass
+class PageStats:
+    records: int = 0
+    changed: int = 0
+    transitions: int = 0
+    suppressed: int = 0
+    writebacks: int = 0
+    quarantined: int = 0
+    deleted: int = 0
+
+    def add(self, other: PageStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class EventStats:
+    events: int = 0
+    new: int = 0
+    orphans: int = 0  # activity on records not (yet) in the store
+    moves: PageStats = field(default_factory=PageStats)
+
+
+def next_timer_at(state: RecordState, mapping: StageMapping) -> datetime | None:
+    """When the timer job must look at this record again (None: nothing pending)."""
+    if state.inactive_decided_at is not None and state.inactive_decided_at == state.inactive_since():
+        return None
+    return rules.next_inactive_deadline(state, mapping)
+
+
+def _write_for(
+    stored: repo.StoredRecord | None, external_id: str, decision: Decision, mapping: StageMapping
+) -> repo.RecordWrite:
+    return repo.RecordWrite(
+        external_id=external_id,
+        record_id=stored.id if stored else None,
+        state=decision.state,
+        transitions=[decision.transition] if decision.transition else [],
+        writeback=decision.writeback,
+        cancel_writeback=decision.cancel_writeback,
+        next_timer_at=next_timer_at(decision.state, mapping),
+        owner=stored.owner if stored else None,
+        fields=stored.fields if stored else None,
+        deleted=stored.deleted if stored else False,
+        converted=stored.converted if stored else False,
+    )
+
+
+def _count(stats: PageStats, write: repo.RecordWrite) -> None:
+    stats.changed += 1
+    for transition in write.transitions:
+        if transition.suppressed:
+            stats.suppressed += 1
+        else:
+            stats.transitions += 1
+    stats.writebacks += 1 if write.writeback else 0
+    stats.quarantined += 1 if write.state.quarantined else 0
+
+
+def decide_remote(
+    stored: repo.StoredRecord | None, remote: RemoteRecord, mapping: StageMapping
+) -> repo.RecordWrite | None:
+    """What a record read from the CRM changes in the store, or None when nothing does."""
+    state = stored.state if stored else RecordState()
+    at = remote.modified_at
+    if remote.deleted:
+        if stored is not None and stored.deleted:
+            return None
+        gone = Transition(
+            at, state.stage, None, Cause.EXTERNAL, "deleted", reason="deleted in the CRM; out of the funnel"
+        )
+        write = repo.RecordWrite(
+            remote.id,
+            stored.id if stored else None,
+            replace(state, remote_status=remote.status),
+            transitions=[gone],
+            cancel_writeback=True,
+            deleted=True,
+            owner=remote.owner,
+            fields=dict(remote.fields) or None,
+            remote_modified_at=at,
+            converted=remote.converted,
+        )
+        return write
+    decision = rules.on_status(state, remote.status or "", mapping, at)
+    fields = dict(remote.fields) or None
+    unchanged_extras = stored is not None and (
+        stored.owner == remote.owner
+        and stored.fields == fields
+        and stored.converted == remote.converted
+        and not stored.deleted
+    )
+    if not decision.changed and decision.state == state and unchanged_extras:
+        return None
+    write = _write_for(stored, remote.id, decision, mapping)
+    write.owner, write.fields, write.converted, write.deleted = remote.owner, fields, remote.converted, False
+    write.remote_modified_at = at
+    if remote.converted:
+        # A converted lead is read-only in Salesforce: never queue a write for it.
+        write.writeback, write.cancel_writeback = None, True
+    return write
+
+
+class Engine:
+    def __init__(self, config: Config, store: Store, sources: dict[str, Source]) -> None:
+        self.config = config
+        self.store = store
+        self.sources = sources
+
+    # --- lookups that the CLI reports as usage errors -------------------------------------------
+    def _check_source(self, source: str) -> None:
+        names = sorted({s for s, _ in self.config.objects})
+        if source not in names:
+            raise UsageError(f"unknown source '{source}'{suggest(source, names)}; sources: {', '.join(names)}")
+
+    def synced(self, source: str, obj: str) -> SyncedObject:
+        self._check_source(source)
+        if (source, obj) not in self.config.objects:
+            objects = sorted(o for s, o in self.config.objects if s == source)
+            raise UsageError(
+                f"unknown object '{obj}' in source '{source}'{suggest(obj, objects)}; objects: {', '.join(objects)}"
+            )
+        return self.config.object(source, obj)
+
+    def objects(self, source: str | None = None, obj: str | None = None) -> list[SyncedObject]:
+        """The objects a command names: all, all of one source, or one."""
+        if source is None:
+            return list(self.config.objects.values())
+        if obj is not None:
+            return [self.synced(source, obj)]
+        self._check_source(source)
+        return [o for (s, _), o in self.config.objects.items() if s == source]
+
+    # --- records ---------------------------------------------------------------------------------
+    def apply_page(self, synced: SyncedObject, page: Page, now: datetime, *, save_cursor: bool = True) -> PageStats:
+        """Decide and persist one page and its cursor in one transaction (again from the start on a lost connection)."""
+
+        def work(session: Session) -> PageStats:
+            stats = PageStats(records=len(page.records))
+            ids = [r.id for r in page.records]
+            stored = repo.load_records(session, synced.source, synced.name, ids)
+            writes: list[repo.RecordWrite] = []
+            for remote in page.records:
+                write = decide_remote(stored.get(remote.id), remote, synced.mapping)
+                if write is not None:
+                    writes.append(write)
+                    _count(stats, write)
+                    stats.deleted += 1 if write.deleted else 0
+            repo.save_records(session, synced.source, synced.name, writes, now)
+            if save_cursor:
+                repo.save_cursor(session, synced.source, synced.name, page.cursor.modified_at, page.cursor.last_id, now)
+            return stats
+
+        return self.store.run(work)
+
+    def cursor(self, synced: SyncedObject, kind: str = "records") -> Cursor:
+        with self.store.transaction() as session:
+            return Cursor(*repo.get_cursor(session, synced.source, synced.name, kind))
+
+    def pull(
+        self, synced: SyncedObject, now: datetime, progress: Callable[[PageStats], None] | None = None
+    ) -> PageStats:
+        """Pull what changed since the cursor, page by page, each page committed with its cursor."""
+        source = self.sources[synced.source]
+        total = PageStats()
+        for page in source.pull(synced.name, self.cursor(synced), until=now):
+            stats = self.apply_page(synced, page, now)
+            total.add(stats)
+            if progress:
+                progress(total)
+        self._note_pulled(synced, total.records, now)
+        return total
+
+    def _note_pulled(self, synced: SyncedObject, count: int, now: datetime) -> None:
+        def work(session: Session) -> None:
+            health = repo.health(session, synced.source, synced.name)
+            health.records_pulled = (health.records_pulled or 0) + count
+
+        self.store.run(work)
+
+    # --- events ----------------------------------------------------------------------------------
+    def apply_events(
+        self, synced: SyncedObject, events: Sequence[RemoteEvent], now: datetime, cursor: Cursor | None = None
+    ) -> EventStats:
+        """Take in activity events once each (deduplicated by key) and apply the triggers, in time order."""
+
+        def work(session: Session) -> EventStats:
+            stats = EventStats(events=len(events))
+            rows = [
+                {"object": synced.name, "external_id": e.record_id, "type": e.type, "at": e.at, "dedupe_key": e.key}
+                for e in events
+            ]
+            new_keys = repo.insert_new_events(session, synced.source, rows, now)
+            fresh = sorted((e for e in events if e.key in new_keys), key=lambda e: (e.at, e.key))
+            stats.new = len(fresh)
+            stored = repo.load_records(session, synced.source, synced.name, sorted({e.record_id for e in fresh}))
+            states: dict[str, repo.RecordWrite] = {}
+            for event in fresh:
+                record = stored.get(event.record_id)
+                if record is None or record.deleted:
+                    stats.orphans += 1
+                    continue
+                write = states.get(event.record_id) or _write_for(
+                    record, record.external_id, Decision(record.state), synced.mapping
+                )
+                decision = rules.on_activity(write.state, event.type, synced.mapping, event.at)
+                _merge(write, decision, synced.mapping)
+                states[event.record_id] = write
+            writes = list(states.values())
+            for write in writes:
+                _count(stats.moves, write)
+            repo.save_records(session, synced.source, synced.name, writes, now)
+            if cursor is not None:
+                repo.save_cursor(session, synced.source, synced.name, cursor.modified_at, cursor.last_id, now, "events")
+            return stats
+
+        return self.store.run(work)
+
+    def pull_events(self, synced: SyncedObject, now: datetime) -> EventStats:
+        source = self.sources[synced.source]
+        total = EventStats()
+        for page in source.pull_events(synced.name, self.cursor(synced, "events"), until=now):
+            stats = self.apply_events(synced, page.events, now, page.cursor)
+            total.events += stats.events
+            total.new += stats.new
+            total.orphans += stats.orphans
+            total.moves.add(stats.moves)
+        return total
+
+    # --- timers ----------------------------------------------------------------------------------
+    def run_timers(self, synced: SyncedObject, now: datetime) -> PageStats:
+        """Apply `inactive` triggers that have come due as of `now`."""
+        total = PageStats()
+        while True:
+
+            def work(session: Session) -> PageStats:
+                stats = PageStats()
+                due = repo.due_for_timers(session, synced.source, synced.name, now, TIMER_BATCH)
+                stats.records = len(due)
+                writes = []
+                for record in due:
+                    decision = rules.on_time(record.state, synced.mapping, now)
+                    write = _write_for(record, record.external_id, decision, synced.mapping)
+                    writes.append(write)
+                    if decision.changed:
+                        _count(stats, write)
+                repo.save_records(session, synced.source, synced.name, writes, now)
+                return stats
+
+            stats = self.store.run(work)
+            total.add(stats)
+            if stats.records < TIMER_BATCH:
+                return total
+
+    # --- by hand ---------------------------------------------------------------------------------
+    def _one(self, session: Session, synced: SyncedObject, external_id: str) -> repo.StoredRecord:
+        record = repo.get_record(session, synced.source, synced.name, external_id)
+        if record is None:
+            close = repo.closest_external_ids(session, synced.source, synced.name, external_id)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UsageError(f"no record '{external_id}' in {synced.source} {synced.name}{hint}")
+        return record
+
+    def stage_name(self, synced: SyncedObject, stage: str) -> str:
+        mapping = synced.mapping
+        if mapping.has_stage(stage):
+            return stage
+        names = mapping.stage_names
+        hint = suggest(stage, names)
+        raise UsageError(f"unknown stage '{stage}' for {synced.source} {synced.name}{hint}; stages: {', '.join(names)}")
+
+    def set_stage(
+        self,
+        synced: SyncedObject,
+        external_id: str,
+        stage: str,
+        now: datetime,
+        by: SetBy = SetBy.MANUAL,
+        note: str = "",
+    ) -> Decision:
+        stage = self.stage_name(synced, stage)
+
+        def work(session: Session) -> Decision:
+            record = self._one(session, synced, external_id)
+            decision = rules.manual_set(record.state, stage, synced.mapping, now, by, note)
+            if record.converted:
+                decision = replace(decision, writeback=None)
+            write = _write_for(record, external_id, decision, synced.mapping)
+            repo.save_records(session, synced.source, synced.name, [write], now)
+            return decision
+
+        return self.store.run(work)
+
+    def unlock(self, synced: SyncedObject, external_id: str, now: datetime) -> Decision:
+        def work(session: Session) -> Decision:
+            record = self._one(session, synced, external_id)
+            decision = rules.unlock(record.state, now)
+            repo.save_records(
+                session, synced.source, synced.name, [_write_for(record, external_id, decision, synced.mapping)], now
+            )
+            return decision
+
+        return self.store.run(work)
+
+    def feed_event(
+        self, synced: SyncedObject, external_id: str, event_type: str, at: datetime, now: datetime
+    ) -> EventStats:
+        with self.store.transaction() as session:
+            self._one(session, synced, external_id)
+        key = f"cli:{external_id}:{event_type}:{at.isoformat()}"
+        return self.apply_events(synced, [RemoteEvent(external_id, event_type, at, key)], now)
+
+    def remap(self, synced: SyncedObject, now: datetime, ids: Iterable[str] | None = None) -> PageStats:
+        """After a mapping change: every record's stage follows its CRM status under the new table."""
+        from connector.store.schema import Record
+
+        total = PageStats()
+        with self.store.transaction() as session:
+            query = session.query(Record.external_id).filter(
+                Record.source == synced.source, Record.object == synced.name
+            )
+            all_ids = sorted(ids) if ids is not None else [r for (r,) in query]
+        for start in range(0, len(all_ids), 1000):
+            chunk = all_ids[start : start + 1000]
+
+            def work(session: Session, chunk: list[str] = chunk) -> PageStats:
+                stats = PageStats(records=len(chunk))
+                stored = repo.load_records(session, synced.source, synced.name, chunk)
+                writes = []
+                for record in stored.values():
+                    decision = rules.remap(record.state, synced.mapping, now)
+                    if decision.changed or decision.state != record.state:
+                        write = _write_for(record, record.external_id, decision, synced.mapping)
+                        writes.append(write)
+                        _count(stats, write)
+                repo.save_records(session, synced.source, synced.name, writes, now)
+                return stats
+
+            total.add(self.store.run(work))
+        return total
+
+
+def _merge(write: repo.RecordWrite, decision: Decision, mapping: StageMapping) -> None:
+    """Fold one more decision for the same record into its pending write (several events in one page)."""
+    write.state = decision.state
+    if decision.transition:
+        write.transitions.append(decision.transition)
+    if decision.writeback:
+        write.writeback = decision.writeback
+    write.cancel_writeback = write.cancel_writeback or decision.cancel_writeback
+    write.next_timer_at = next_timer_at(decision.state, mapping)

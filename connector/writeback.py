@@ -1,0 +1,192 @@
+"""The outbox drain: claim due items, check for conflicts, push in batches, then confirm, retry or dead-letter.
+
+An item is marked done only after the CRM confirmed it, so a crash at any point at worst resends a
+write (harmless: it sets the same value). A person's change found by the conflict check wins over
+our pending write and is applied as a status read from the CRM (rule 1).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+
+from connector import rules
+from connector.config import SyncedObject, Writeback
+from connector.engine import _write_for, decide_remote
+from connector.sources.base import RemoteRecord, Source, StatusWrite, WriteOutcome
+from connector.sources.errors import Action, CrmError, SourcePaused
+from connector.store import repo
+from connector.store.db import Store
+from connector.store.schema import OutboxItem
+
+T = TypeVar("T")
+
+
+@dataclass
+class DrainStats:
+    claimed: int = 0
+    done: int = 0
+    dead: int = 0
+    conflicts: int = 0
+    retried: int = 0
+    skipped: int = 0  # converted or deleted records: never written
+
+    def add(self, other: DrainStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    version: int
+    record_id: int
+    external_id: str
+    status: str
+    owner: str | None
+    attempts: int
+
+
+def retry_delay(attempts: int, rng: random.Random) -> timedelta:
+    """Capped exponential backoff with jitter between attempts of the same item."""
+    base = min(3600.0, 10.0 * 2**attempts)
+    return timedelta(seconds=rng.uniform(base / 2, base))
+
+
+class Drain:
+    def __init__(
+        self, store: Store, source: Source, settings: Writeback, batch: int = 1000, rng: random.Random | None = None
+    ) -> None:
+        self.store = store
+        self.source = source
+        self.settings = settings
+        self.batch = batch
+        self.rng = rng or random.Random()
+
+    def run(self, synced: SyncedObject, now: datetime, max_batches: int = 1000) -> DrainStats:
+        """Drain everything due now; a whole-call failure stops the drain and propagates."""
+        total = DrainStats()
+        for _ in range(max_batches):
+            stats = self._one_batch(synced, now)
+            total.add(stats)
+            if stats.claimed < self.batch:
+                break
+        return total
+
+    def _one_batch(self, synced: SyncedObject, now: datetime) -> DrainStats:
+        if self.store.dialect == "postgresql":
+            # Claim, send and confirm under the row locks, so another daemon skips these items.
+            return self.store.run(lambda session: self._send(session, self._claim(session, synced, now), synced, now))
+        # SQLite has one daemon: claim in a short read, send outside any transaction, then confirm.
+        with self.store.transaction() as session:
+            items = self._claim(session, synced, now)
+        return self._send(None, items, synced, now)
+
+    def _claim(self, session: Session, synced: SyncedObject, now: datetime) -> list[Claimed]:
+        rows: list[OutboxItem] = repo.claim_due(session, synced.source, synced.name, now, self.batch)
+        return [Claimed(r.id, r.version, r.record_id, r.external_id, r.status, r.owner, r.attempts) for r in rows]
+
+    def _in(self, session: Session | None, work: Callable[[Session], T]) -> T:
+        """Run in the caller's transaction when there is one, else in a unit of work of its own."""
+        return work(session) if session is not None else self.store.run(work)
+
+    def _send(self, session: Session | None, items: list[Claimed], synced: SyncedObject, now: datetime) -> DrainStats:
+        stats = DrainStats(claimed=len(items))
+        if not items:
+            return stats
+        stored = self._in(
+            session, lambda tx: repo.load_records(tx, synced.source, synced.name, [i.external_id for i in items])
+        )
+        to_send: list[Claimed] = []
+        skip: list[tuple[Claimed, str]] = []
+        for item in items:
+            record = stored.get(item.external_id)
+            if record is None or record.deleted:
+                skip.append((item, "the record was deleted in the CRM"))
+            elif record.converted:
+                skip.append((item, "the lead is converted; Salesforce does not allow writing to it"))
+            else:
+                to_send.append(item)
+        conflicts: list[tuple[Claimed, RemoteRecord | None]] = []
+        final = to_send
+        if self.settings.conflict_check and to_send:
+            current = self.source.read_statuses(synced.name, [i.external_id for i in to_send])
+            final = []
+            for item in to_send:
+                remote = current.get(item.external_id)
+                if remote is None or remote.deleted or remote.status != stored[item.external_id].state.remote_status:
+                    conflicts.append((item, remote))
+                else:
+                    final.append(item)
+        writes = [
+            StatusWrite(i.external_id, i.status, i.owner, stored[i.external_id].state.remote_status) for i in final
+        ]
+        outcomes: list[WriteOutcome] = []
+        failure: CrmError | None = None
+        if writes:
+            try:
+                outcomes = self.source.write_statuses(synced.name, writes)
+            except CrmError as exc:
+                failure = exc
+        self._in(
+            session,
+            lambda tx: self._confirm(tx, synced, now, stored, skip, conflicts, final, outcomes, failure, stats),
+        )
+        if failure is not None and failure.action in (Action.PAUSE, Action.ADMIN):
+            raise failure
+        return stats
+
+    def _confirm(
+        self,
+        session: Session,
+        synced: SyncedObject,
+        now: datetime,
+        stored: dict[str, repo.StoredRecord],
+        skip: Sequence[tuple[Claimed, str]],
+        conflicts: Sequence[tuple[Claimed, RemoteRecord | None]],
+        final: Sequence[Claimed],
+        outcomes: Sequence[WriteOutcome],
+        failure: CrmError | None,
+        stats: DrainStats,
+    ) -> None:
+        for item, reason in skip:
+            repo.finish_item(session, item.id, item.version, "cancelled", now, reason)
+            stats.skipped += 1
+        # A person changed the record meanwhile: drop our write, take theirs as a status read (rule 1).
+        writes: list[repo.RecordWrite] = []
+        for item, remote in conflicts:
+            stats.conflicts += 1
+            reason = (
+                "conflict: the record changed in the CRM meanwhile" if remote else "the record is gone from the CRM"
+            )
+            repo.finish_item(session, item.id, item.version, "cancelled", now, reason)
+            if remote is not None:
+                write = decide_remote(stored[item.external_id], remote, synced.mapping)
+                if write is not None:
+                    writes.append(write)
+        by_id = {o.record_id: o for o in outcomes}
+        for item in final:
+            outcome = by_id.get(item.external_id)
+            error = failure if outcome is None else outcome.error
+            if error is None:
+                if repo.finish_item(session, item.id, item.version, "done", now):
+                    stats.done += 1
+                record = stored[item.external_id]
+                state = rules.written(record.state, item.status)
+                write = _write_for(record, item.external_id, rules.Decision(state), synced.mapping)
+                writes.append(write)
+            elif error.action is Action.RECORD or item.attempts + 1 >= self.settings.max_attempts:
+                repo.finish_item(session, item.id, item.version, "dead", now, error.describe())
+                stats.dead += 1
+            else:
+                wait = retry_delay(item.attempts, self.rng)
+                if isinstance(error, SourcePaused) or error.retry_after:
+                    wait = max(wait, timedelta(seconds=error.retry_after or 0))
+                repo.retry_item(session, item.id, item.version, now + wait, error.describe(), now)
+                stats.retried += 1
+        repo.save_records(session, synced.source, synced.name, writes, now)
