@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from connector.config import Config, default_config_path, load_config
+from connector.engine import Engine
 from connector.errors import ConfigError, ConnectorError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,6 +26,7 @@ class Context:
         self.config_path = config_path
         self._now = now
         self._config: Config | None = None
+        self._engine: Engine | None = None
 
     @property
     def now(self) -> datetime:
@@ -33,6 +35,24 @@ class Context:
     @property
     def now_given(self) -> bool:
         return self._now is not None
+
+    def engine(self, *, with_sources: bool = False) -> Engine:
+        if self._engine is None:
+            from connector.store.db import open_store
+
+            store = open_store(self.config.database_url)
+            self._engine = Engine(self.config, store, {})
+        if with_sources and not self._engine.sources:
+            from connector.sources.factory import open_sources
+
+            self._engine.sources.update(open_sources(self.config))
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            for source in self._engine.sources.values():
+                source.close()
+            self._engine.store.close()
 
     @property
     def config(self) -> Config:
@@ -75,6 +95,8 @@ def common(func: F) -> F:
         except ConnectorError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        finally:
+            context.close()
 
     return wrapper  # type: ignore[return-value]
 
@@ -105,8 +127,96 @@ def schema(out: Path) -> None:
         click.echo(f"wrote {path}")
 
 
-def fail_usage(message: str) -> None:
-    raise UsageError(message)
+@main.command()
+@click.argument("source")
+@click.argument("object_name", metavar="OBJECT")
+@click.argument("record_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@common
+def explain(ctx: Context, source: str, object_name: str, record_id: str, as_json: bool) -> None:
+    """Why a record is (or is not) in its stage: lock, history, causes and suppressed triggers."""
+    from connector import explain as explaining
+
+    engine = ctx.engine()
+    data = explaining.explain(engine, engine.synced(source, object_name), record_id)
+    click.echo(json.dumps(data, indent=2) if as_json else explaining.render_text(data))
+
+
+@main.group()
+def stage() -> None:
+    """Set a stage by hand, or unlock a record so triggers apply again."""
+
+
+@stage.command("set")
+@click.argument("source")
+@click.argument("object_name", metavar="OBJECT")
+@click.argument("record_id", metavar="ID")
+@click.argument("stage_name", metavar="STAGE")
+@click.option("--note", default="", help="why, for the history")
+@common
+def stage_set(ctx: Context, source: str, object_name: str, record_id: str, stage_name: str, note: str) -> None:
+    """Set a record's stage by hand; the stage's status is queued for write-back."""
+    engine = ctx.engine()
+    synced = engine.synced(source, object_name)
+    decision = engine.set_stage(synced, record_id, stage_name, ctx.now, note=note)
+    queued = f"; write-back of {decision.writeback!r} queued" if decision.writeback else "; the CRM already has it"
+    click.echo(f"{source} {object_name} {record_id}: {decision.state.stage} (set by manual){queued}")
+
+
+@stage.command("unlock")
+@click.argument("source")
+@click.argument("object_name", metavar="OBJECT")
+@click.argument("record_id", metavar="ID")
+@common
+def stage_unlock(ctx: Context, source: str, object_name: str, record_id: str) -> None:
+    """Let triggers move a record again (set_by becomes trigger)."""
+    engine = ctx.engine()
+    decision = engine.unlock(engine.synced(source, object_name), record_id, ctx.now)
+    click.echo(f"{source} {object_name} {record_id}: unlocked in {decision.state.stage}; triggers apply again")
+
+
+@main.command()
+@click.argument("source")
+@click.argument("object_name", metavar="OBJECT")
+@click.argument("record_id", metavar="ID")
+@click.argument("event_type", metavar="TYPE")
+@click.option("--at", "at_text", default=None, help="when it happened (ISO 8601); default --now")
+@common
+def event(ctx: Context, source: str, object_name: str, record_id: str, event_type: str, at_text: str | None) -> None:
+    """Feed an activity event (email_replied, meeting_booked, custom:NAME ...) to a record."""
+    from connector.mapping import ACTIVITY_EVENTS, is_activity_event
+    from connector.yamlfile import suggest
+
+    if not is_activity_event(event_type):
+        hint = suggest(event_type, ACTIVITY_EVENTS)
+        raise UsageError(f"unknown event '{event_type}'{hint}; events: {', '.join(ACTIVITY_EVENTS)}, custom:NAME")
+    at = _parse_now(click.get_current_context(), click.Option(["--at"]), at_text) or ctx.now
+    engine = ctx.engine()
+    synced = engine.synced(source, object_name)
+    stats = engine.feed_event(synced, record_id, event_type, at, ctx.now)
+    from connector import explain as explaining
+
+    last = explaining.explain(engine, synced, record_id)
+    entry = last["history"][-1] if stats.moves.changed and last["history"] else None
+    if stats.new == 0:
+        click.echo("already taken in: the same event was fed before")
+    elif entry and not entry["suppressed"] and entry["cause"] == "event":
+        click.echo(f"{source} {object_name} {record_id}: {entry['from']} -> {entry['to']} (trigger '{entry['rule']}')")
+    elif entry and entry["suppressed"]:
+        click.echo(f"{source} {object_name} {record_id}: stays in {last['stage']}: {entry['reason']}")
+    else:
+        click.echo(f"{source} {object_name} {record_id}: stays in {last['stage']} (no trigger matches)")
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@common
+def status_command(ctx: Context, as_json: bool) -> None:
+    """Per source/object: cursor, last run, lag, records per stage, outbox, quarantine, pauses, errors."""
+    from connector import status as health
+
+    data = health.status(ctx.engine(), ctx.now)
+    click.echo(json.dumps(data, indent=2) if as_json else health.render_text(data))
 
 
 def print_json(data: Any) -> None:
