@@ -6,6 +6,7 @@ never talks HTTP itself (sources do) and holds no rule logic (rules do).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -55,7 +56,32 @@ def next_timer_at(state: RecordState, mapping: StageMapping) -> datetime | None:
     return rules.next_inactive_deadline(state, mapping)
 
 
+def assign_owner(write: repo.RecordWrite, mapping: StageMapping) -> None:
+    """On entering a stage with an owner (or `assign:` rules), write the owner back with the status."""
+    moves = [t for t in write.transitions if not t.suppressed and t.to_stage and t.to_stage != t.from_stage]
+    if not moves or write.deleted or write.converted or not mapping.has_stage(moves[-1].to_stage or ""):
+        return
+    stage = mapping.stage(moves[-1].to_stage or "")
+    fields = {k: None if v is None else str(v) for k, v in (write.fields or {}).items()}
+    owner = stage.owner or next((rule.owner for rule in stage.assign if rule.matches(fields)), None)
+    if owner is None or owner == write.owner:
+        return
+    write.owner = owner
+    write.transitions[write.transitions.index(moves[-1])] = replace(moves[-1], owner=owner)
+    if write.writeback is None:
+        # An external move needs no status write, but the new owner still has to reach the CRM.
+        write.writeback = write.state.remote_status or mapping.status_for_stage(stage.name)
+
+
 def _write_for(
+    stored: repo.StoredRecord | None, external_id: str, decision: Decision, mapping: StageMapping
+) -> repo.RecordWrite:
+    write = _plain_write(stored, external_id, decision, mapping)
+    assign_owner(write, mapping)
+    return write
+
+
+def _plain_write(
     stored: repo.StoredRecord | None, external_id: str, decision: Decision, mapping: StageMapping
 ) -> repo.RecordWrite:
     return repo.RecordWrite(
@@ -119,9 +145,10 @@ def decide_remote(
     )
     if not decision.changed and decision.state == state and unchanged_extras:
         return None
-    write = _write_for(stored, remote.id, decision, mapping)
+    write = _plain_write(stored, remote.id, decision, mapping)
     write.owner, write.fields, write.converted, write.deleted = remote.owner, fields, remote.converted, False
     write.remote_modified_at = at
+    assign_owner(write, mapping)
     if remote.converted:
         # A converted lead is read-only in Salesforce: never queue a write for it.
         write.writeback, write.cancel_writeback = None, True
@@ -185,16 +212,24 @@ class Engine:
             return Cursor(*repo.get_cursor(session, synced.source, synced.name, kind))
 
     def pull(
-        self, synced: SyncedObject, now: datetime, progress: Callable[[PageStats], None] | None = None
+        self,
+        synced: SyncedObject,
+        now: datetime,
+        progress: Callable[[PageStats], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> PageStats:
-        """Pull what changed since the cursor, page by page, each page committed with its cursor."""
+        """Pull what changed since the cursor, page by page, each page committed with its cursor.
+
+        `stop` is checked between pages: the page in hand is always committed whole.
+        """
         source = self.sources[synced.source]
         total = PageStats()
         for page in source.pull(synced.name, self.cursor(synced), until=now):
-            stats = self.apply_page(synced, page, now)
-            total.add(stats)
+            total.add(self.apply_page(synced, page, now))
             if progress:
                 progress(total)
+            if stop is not None and stop.is_set():
+                break
         self._note_pulled(synced, total.records, now)
         return total
 
@@ -317,6 +352,38 @@ class Engine:
             return decision
 
         return self.store.run(work)
+
+    def set_stages(
+        self,
+        synced: SyncedObject,
+        rows: Sequence[tuple[str, str]],
+        now: datetime,
+        by: SetBy = SetBy.IMPORT,
+        note: str = "",
+    ) -> dict[str, Decision]:
+        """Set many stages by hand (a CSV import): one transaction per thousand rows.
+
+        Ids must exist and stages must be the mapping's names; callers check (and reject) first.
+        """
+        decisions: dict[str, Decision] = {}
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start : start + 1000]
+
+            def work(session: Session, chunk: Sequence[tuple[str, str]] = chunk) -> dict[str, Decision]:
+                stored = repo.load_records(session, synced.source, synced.name, [i for i, _ in chunk])
+                writes, done = [], {}
+                for external_id, stage in chunk:
+                    record = stored[external_id]
+                    decision = rules.manual_set(record.state, stage, synced.mapping, now, by, note)
+                    if record.converted:
+                        decision = replace(decision, writeback=None)
+                    writes.append(_write_for(record, external_id, decision, synced.mapping))
+                    done[external_id] = decision
+                repo.save_records(session, synced.source, synced.name, writes, now)
+                return done
+
+            decisions.update(self.store.run(work))
+        return decisions
 
     def unlock(self, synced: SyncedObject, external_id: str, now: datetime) -> Decision:
         def work(session: Session) -> Decision:

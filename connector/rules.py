@@ -79,6 +79,7 @@ class Transition:
     rule: str | None = None  # the trigger's name
     suppressed: bool = False
     reason: str | None = None
+    owner: str | None = None  # the stage owner assigned by this move
 
 
 @dataclass(frozen=True)

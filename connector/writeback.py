@@ -8,6 +8,7 @@ our pending write and is applied as a status read from the CRM (rule 1).
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,13 +69,15 @@ class Drain:
         self.batch = batch
         self.rng = rng or random.Random()
 
-    def run(self, synced: SyncedObject, now: datetime, max_batches: int = 1000) -> DrainStats:
+    def run(
+        self, synced: SyncedObject, now: datetime, max_batches: int = 1000, stop: threading.Event | None = None
+    ) -> DrainStats:
         """Drain everything due now; a whole-call failure stops the drain and propagates."""
         total = DrainStats()
         for _ in range(max_batches):
             stats = self._one_batch(synced, now)
             total.add(stats)
-            if stats.claimed < self.batch:
+            if stats.claimed < self.batch or (stop is not None and stop.is_set()):
                 break
         return total
 

@@ -183,7 +183,7 @@ def _save_transitions(session: Session, writes: Sequence[RecordWrite]) -> None:
             "rule": t.rule,
             "suppressed": t.suppressed,
             "reason": t.reason,
-            "owner": None,
+            "owner": t.owner,
         }
         for w in writes
         for t in w.transitions

@@ -1,0 +1,140 @@
+"""The jobs of a sync cycle for one object, each recording its outcome where `status` shows it.
+
+`sync --once` runs them in order; the daemon schedules each on its own interval. A source that is
+paused (its daily allocation spent) is skipped until it may resume; a failure is recorded with the
+CRM's own words and never stops the other objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+
+from connector.config import SyncedObject
+from connector.engine import Engine, EventStats, PageStats
+from connector.sources.errors import Action, CrmError, SourcePaused
+from connector.store import repo
+from connector.writeback import Drain, DrainStats
+
+log = logging.getLogger("connector.cycle")
+T = TypeVar("T")
+
+
+@dataclass
+class ObjectOutcome:
+    source: str
+    object: str
+    pulled: PageStats = field(default_factory=PageStats)
+    events: EventStats = field(default_factory=EventStats)
+    timers: PageStats = field(default_factory=PageStats)
+    drained: DrainStats = field(default_factory=DrainStats)
+    paused: str | None = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or self.drained.dead > 0
+
+
+class Jobs:
+    """The per-object jobs over one engine; `stop` is checked between pages and batches."""
+
+    def __init__(self, engine: Engine, stop: threading.Event | None = None) -> None:
+        self.engine = engine
+        self.stop = stop or threading.Event()
+
+    def _guarded(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome, work: Callable[[], T]) -> T | None:
+        paused = self.paused_until(synced, now)
+        if paused is not None:
+            outcome.paused = f"paused until {paused.isoformat()}"
+            return None
+        try:
+            result = work()
+        except SourcePaused as exc:
+            until = now + timedelta(seconds=exc.resume_after)
+            outcome.paused = f"{exc.describe()}; resumes by itself after {until.isoformat()}"
+            log.warning("%s %s paused: %s", synced.source, synced.name, exc.describe())
+            self._record(synced, now, "paused", exc.describe(), paused_until=until)
+            return None
+        except CrmError as exc:
+            outcome.error = exc.describe()
+            hint = (
+                " (the admin must act: check permissions, credentials and field names)"
+                if exc.action is Action.ADMIN
+                else ""
+            )
+            log.error("%s %s failed: %s%s", synced.source, synced.name, exc.describe(), hint)
+            self._record(synced, now, "failed", exc.describe() + hint)
+            return None
+        self._record(synced, now, "ok", None)
+        return result
+
+    def paused_until(self, synced: SyncedObject, now: datetime) -> datetime | None:
+        with self.engine.store.transaction() as session:
+            health = repo.health(session, synced.source, synced.name)
+            until = health.paused_until
+        return until if until is not None and until > now else None
+
+    def _record(
+        self, synced: SyncedObject, now: datetime, outcome: str, error: str | None, paused_until: datetime | None = None
+    ) -> None:
+        source = self.engine.sources.get(synced.source)
+        usage = source.usage() if source is not None else None
+
+        def work(session: Session) -> None:
+            health = repo.health(session, synced.source, synced.name)
+            health.last_run_at = now
+            health.last_outcome = outcome
+            if error is not None:
+                health.last_error, health.last_error_at = error, now
+                health.consecutive_failures = (health.consecutive_failures or 0) + (outcome == "failed")
+            else:
+                health.consecutive_failures = 0
+            health.paused_until = paused_until
+            health.paused_reason = error if paused_until else None
+            if usage is not None and usage.used is not None:
+                health.api_used, health.api_limit = usage.used, usage.limit
+
+        self.engine.store.run(work)
+
+    # --- the jobs --------------------------------------------------------------------------------
+    def pull(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome) -> None:
+        def work() -> None:
+            outcome.pulled = self.engine.pull(synced, now, stop=self.stop)
+            if synced.settings.activity is None or synced.settings.activity.enabled:
+                outcome.events = self.engine.pull_events(synced, now)
+
+        self._guarded(synced, now, outcome, work)
+
+    def timers(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome) -> None:
+        outcome.timers = self.engine.run_timers(synced, now)
+
+    def drain(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome) -> None:
+        settings = self.engine.config.model.writeback
+        if not settings.enabled:
+            return
+        source = self.engine.sources[synced.source]
+
+        def work() -> DrainStats:
+            return Drain(self.engine.store, source, settings).run(synced, now, stop=self.stop)
+
+        result = self._guarded(synced, now, outcome, work)
+        if result is not None:
+            outcome.drained = result
+
+    def once(self, synced: SyncedObject, now: datetime) -> ObjectOutcome:
+        """One full cycle: pull (records and activity), timers as of `now`, write-back."""
+        outcome = ObjectOutcome(synced.source, synced.name)
+        self.pull(synced, now, outcome)
+        if self.stop.is_set():
+            return outcome
+        self.timers(synced, now, outcome)
+        if outcome.error is None and outcome.paused is None and not self.stop.is_set():
+            self.drain(synced, now, outcome)
+        return outcome
