@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from connector.config import Config, default_config_path, load_config
+from connector.cycle import ObjectOutcome
 from connector.engine import Engine
 from connector.errors import ConfigError, ConnectorError, UsageError
 
@@ -108,12 +109,25 @@ def main() -> None:
 
 
 @main.command()
+@click.option("--live", is_flag=True, help="also check in the CRM that each field exists and every value is mapped")
 @common
-def validate(ctx: Context) -> None:
+def validate(ctx: Context, live: bool) -> None:
     """Check the config and every mapping file; every problem is listed with file:line."""
     config = ctx.config
     mappings = {o.mapping.file for o in config.objects.values()}
     click.echo(f"{ctx.config_path}: ok ({len(config.objects)} objects, {len(mappings)} mapping files)")
+    if live:
+        from connector.live import validate_live
+        from connector.sources.factory import open_sources
+
+        sources = open_sources(config)
+        try:
+            failed = validate_live(sources, list(config.objects.values()), click.echo)
+        finally:
+            for source in sources.values():
+                source.close()
+        if failed:
+            sys.exit(2)
 
 
 @main.command()
@@ -206,6 +220,73 @@ def event(ctx: Context, source: str, object_name: str, record_id: str, event_typ
         click.echo(f"{source} {object_name} {record_id}: stays in {last['stage']}: {entry['reason']}")
     else:
         click.echo(f"{source} {object_name} {record_id}: stays in {last['stage']} (no trigger matches)")
+
+
+def _print_outcome(outcome: ObjectOutcome) -> None:
+    p, d = outcome.pulled, outcome.drained
+    line = (
+        f"{outcome.source} {outcome.object}: pulled {p.records} ({p.transitions} moved, {p.quarantined} quarantined), "
+        f"activity {outcome.events.new} new, timers moved {outcome.timers.transitions}, "
+        f"written back {d.done}, conflicts {d.conflicts}, retrying {d.retried}, dead {d.dead}"
+    )
+    if outcome.paused:
+        line += f"; PAUSED: {outcome.paused}"
+    if outcome.error:
+        line += f"; FAILED: {outcome.error}"
+    click.echo(line)
+
+
+@main.command()
+@click.argument("source", required=False)
+@click.argument("object_name", metavar="[OBJECT]", required=False)
+@click.option("--once", is_flag=True, required=True, help="one full cycle, then exit (`connector run` is the daemon)")
+@common
+def sync(ctx: Context, source: str | None, object_name: str | None, once: bool) -> None:
+    """One full cycle: pull, activity, timers (as of --now), write-back. Exit 1 if records failed."""
+    from connector.cycle import Jobs
+
+    engine = ctx.engine(with_sources=True)
+    jobs = Jobs(engine)
+    failed = False
+    for synced in engine.objects(source, object_name):
+        outcome = jobs.once(synced, ctx.now)
+        _print_outcome(outcome)
+        failed = failed or outcome.failed
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("source")
+@click.argument("object_name", metavar="[OBJECT]", required=False)
+@click.option("--full", is_flag=True, help="compare every record (the default when nothing narrower is given)")
+@click.option("--since", callback=_parse_now, default=None, help="only records modified since this instant")
+@click.option("--ids", default="", help="only these record ids, comma-separated")
+@click.option("--remap", is_flag=True, help="after a mapping change: re-derive stages from the CRM statuses")
+@click.option("--push", is_flag=True, help="write our stages' statuses where the CRM differs")
+@click.option("--dry-run", is_flag=True, help="print what would change, and change nothing anywhere")
+@common
+def resync(ctx: Context, source: str, object_name: str | None, full: bool, since: datetime | None, ids: str,
+           remap: bool, push: bool, dry_run: bool) -> None:
+    """Compare the CRM with the store and repair the drift (or show it with --dry-run)."""
+    from connector.resync import ResyncOptions
+    from connector.resync import resync as run_resync
+
+    if full and (since or ids):
+        raise UsageError("--full reads every record; leave out --since and --ids, or --full")
+    options = ResyncOptions(full, since, tuple(i.strip() for i in ids.split(",") if i.strip()), remap, push, dry_run)
+    engine = ctx.engine(with_sources=not (remap and not (full or since or ids or push)))
+    for synced in engine.objects(source, object_name):
+        report = run_resync(engine, synced, options, ctx.now)
+        for change in report.changes:
+            move = f"{change.from_stage or '(new)'} -> {change.to_stage or '(out)'}"
+            click.echo(f"  {change.id}: {move}  {change.detail}")
+        r = report.repaired
+        verb = "would change" if dry_run else "repaired"
+        count = len(report.changes) if dry_run else (report.pushed or r.changed)
+        click.echo(
+            f"{synced.source} {synced.name}: read {report.read}, {verb} {count}"
+            + ("" if dry_run else f" ({r.transitions} moved, {r.quarantined} quarantined, {report.pushed} pushed)")
+        )
 
 
 @main.command("status")
