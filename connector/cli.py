@@ -289,6 +289,18 @@ def resync(ctx: Context, source: str, object_name: str | None, full: bool, since
         )
 
 
+@main.command()
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@common
+def run(ctx: Context, log_format: str) -> None:
+    """The daemon: scheduled pulls, write-back, timers and reconcile, until SIGTERM or SIGINT."""
+    from connector import logs
+    from connector.daemon import Daemon
+
+    logs.configure(log_format, logs.secret_values(ctx.config))
+    Daemon(ctx.engine(with_sources=True)).run_forever()
+
+
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @common

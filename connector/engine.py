@@ -35,10 +35,13 @@ class PageStats:
     writebacks: int = 0
     quarantined: int = 0
     deleted: int = 0
+    suppressed_by: dict[str, int] = field(default_factory=dict)  # reason -> count, for metrics
 
     def add(self, other: PageStats) -> None:
-        for name in self.__dataclass_fields__:
+        for name in ("records", "changed", "transitions", "suppressed", "writebacks", "quarantined", "deleted"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, count in other.suppressed_by.items():
+            self.suppressed_by[reason] = self.suppressed_by.get(reason, 0) + count
 
 
 @dataclass
@@ -104,6 +107,9 @@ def _count(stats: PageStats, write: repo.RecordWrite) -> None:
     for transition in write.transitions:
         if transition.suppressed:
             stats.suppressed += 1
+            # The reason's stable head ("would move backwards", "quarantined", ...) labels the metric.
+            reason = (transition.reason or "unknown").split(":")[0].split("'")[0].strip()
+            stats.suppressed_by[reason] = stats.suppressed_by.get(reason, 0) + 1
         else:
             stats.transitions += 1
     stats.writebacks += 1 if write.writeback else 0
