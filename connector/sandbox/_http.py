@@ -114,7 +114,10 @@ class LoopbackServer:
         if self._tls is not None:
             server.socket = self._tls.wrap_socket(server.socket, server_side=True)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="sandbox-http", daemon=True)
+        # A short poll interval: stop() returns in 50 ms instead of the default half second.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="sandbox-http", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -165,6 +168,8 @@ class LoopbackServer:
 def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle's algorithm the body waits ~40 ms for an ACK.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             return
@@ -189,6 +194,8 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             payload = result.body if isinstance(result.body, bytes) else (
                 b"" if result.body is None else json.dumps(result.body).encode()
             )
+            # Logged before the answer goes out, so a test that reads calls() right after a call sees it.
+            server._log(Call(request.method, request.path, result.status, result.records, time.time()))
             self.send_response(result.status)
             if payload:
                 self.send_header("Content-Type", "application/json;charset=UTF-8")
@@ -198,7 +205,6 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if payload:
                 self.wfile.write(payload)
-            server._log(Call(request.method, request.path, result.status, result.records, time.time()))
 
         do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
 
