@@ -161,6 +161,19 @@ def decide_remote(
     return write
 
 
+def _unchanged(brief: repo.Brief | None, remote: RemoteRecord) -> bool:
+    """True when the read changes nothing: `decide_remote` would return None (it stays the judge)."""
+    return (
+        brief is not None
+        and not remote.deleted
+        and not brief.deleted
+        and (remote.status or "") == (brief.remote_status or "")
+        and brief.owner == remote.owner
+        and brief.fields == (dict(remote.fields) or None)
+        and brief.converted == remote.converted
+    )
+
+
 class Engine:
     def __init__(self, config: Config, store: Store, sources: dict[str, Source]) -> None:
         self.config = config
@@ -197,10 +210,17 @@ class Engine:
 
         def work(session: Session) -> PageStats:
             stats = PageStats(records=len(page.records))
-            ids = [r.id for r in page.records]
-            stored = repo.load_records(session, synced.source, synced.name, ids)
+            briefs = repo.load_briefs(
+                session,
+                synced.source,
+                synced.name,
+                [r.id for r in page.records],
+                with_fields=bool(synced.settings.fields),
+            )
+            candidates = [r for r in page.records if not _unchanged(briefs.get(r.id), r)]
+            stored = repo.load_records(session, synced.source, synced.name, [r.id for r in candidates])
             writes: list[repo.RecordWrite] = []
-            for remote in page.records:
+            for remote in candidates:
                 write = decide_remote(stored.get(remote.id), remote, synced.mapping)
                 if write is not None:
                     writes.append(write)

@@ -84,12 +84,43 @@ def _stored(row: Any) -> StoredRecord:
 def load_records(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, StoredRecord]:
     found: dict[str, StoredRecord] = {}
     table = RECORDS
-    for chunk in _chunks(list(external_ids), 1000):
+    for chunk in _chunks(sorted(external_ids), 1000):
         rows = session.execute(
             select(table).where(table.c.source == source, table.c.object == obj, table.c.external_id.in_(chunk))
         )
         for row in rows:
             found[row.external_id] = _stored(row)
+    return found
+
+
+@dataclass(frozen=True)
+class Brief:
+    """The columns that tell whether a record read from the CRM changes anything."""
+
+    remote_status: str | None
+    owner: str | None
+    fields: dict[str, Any] | None
+    deleted: bool
+    converted: bool
+
+
+def load_briefs(
+    session: Session, source: str, obj: str, external_ids: Sequence[str], *, with_fields: bool = True
+) -> dict[str, Brief]:
+    """Cheap to read (no timestamps to parse): most reads of a page are our own state coming back."""
+    found: dict[str, Brief] = {}
+    table = RECORDS
+    columns = [table.c.external_id, table.c.remote_status, table.c.owner, table.c.deleted, table.c.converted]
+    if with_fields:
+        columns.append(table.c.fields)
+    # Sorted, so the index is walked in order rather than at random.
+    for chunk in _chunks(sorted(external_ids), 1000):
+        rows = session.execute(
+            select(*columns).where(table.c.source == source, table.c.object == obj, table.c.external_id.in_(chunk))
+        )
+        for row in rows:
+            fields = row.fields if with_fields else None
+            found[row.external_id] = Brief(row.remote_status, row.owner, fields, row.deleted, row.converted)
     return found
 
 
@@ -132,8 +163,19 @@ def _record_values(source: str, obj: str, write: RecordWrite, now: datetime) -> 
 
 
 _UPDATABLE = (
-    "stage", "set_by", "remote_status", "stage_entered_at", "last_activity_at", "quarantined",
-    "inactive_decided_at", "next_timer_at", "owner", "fields", "deleted", "converted", "remote_modified_at",
+    "stage",
+    "set_by",
+    "remote_status",
+    "stage_entered_at",
+    "last_activity_at",
+    "quarantined",
+    "inactive_decided_at",
+    "next_timer_at",
+    "owner",
+    "fields",
+    "deleted",
+    "converted",
+    "remote_modified_at",
     "updated_at",
 )
 
@@ -166,8 +208,11 @@ def save_records(session: Session, source: str, obj: str, writes: Sequence[Recor
     _save_transitions(session, writes)
     cancel_writebacks(session, [w.record_id for w in writes if w.cancel_writeback and w.record_id is not None], now)
     queue_writebacks(
-        session, source, obj,
-        [(w.record_id, w.external_id, w.writeback, w.owner) for w in writes if w.writeback and w.record_id], now,
+        session,
+        source,
+        obj,
+        [(w.record_id, w.external_id, w.writeback, w.owner) for w in writes if w.writeback and w.record_id],
+        now,
     )
 
 
@@ -224,9 +269,19 @@ def queue_writebacks(
         stmt = _insert(session, table).values(
             [
                 {
-                    "record_id": record_id, "source": source, "object": obj, "external_id": external_id,
-                    "status": status, "owner": owner, "state": "pending", "attempts": 0, "next_attempt_at": now,
-                    "last_error": None, "version": 1, "created_at": now, "updated_at": now,
+                    "record_id": record_id,
+                    "source": source,
+                    "object": obj,
+                    "external_id": external_id,
+                    "status": status,
+                    "owner": owner,
+                    "state": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "last_error": None,
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
                 }
                 for record_id, external_id, status, owner in chunk
             ]
@@ -262,7 +317,9 @@ def claim_due(session: Session, source: str, obj: str, now: datetime, limit: int
     stmt = (
         select(OutboxItem)
         .where(
-            OutboxItem.source == source, OutboxItem.object == obj, OutboxItem.state == "pending",
+            OutboxItem.source == source,
+            OutboxItem.object == obj,
+            OutboxItem.state == "pending",
             OutboxItem.next_attempt_at <= now,
         )
         .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
@@ -312,7 +369,12 @@ def get_cursor(session: Session, source: str, obj: str, kind: str = "records") -
 
 
 def save_cursor(
-    session: Session, source: str, obj: str, modified_at: datetime | None, last_id: str | None, now: datetime,
+    session: Session,
+    source: str,
+    obj: str,
+    modified_at: datetime | None,
+    last_id: str | None,
+    now: datetime,
     kind: str = "records",
 ) -> None:
     table = CURSORS

@@ -104,6 +104,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_due', ['source', 'object', 'state', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_outbox_record', ['record_id'], unique=False)
         batch_op.create_index('uq_outbox_pending', ['record_id'], unique=True, sqlite_where=sa.text("state = 'pending'"), postgresql_where=sa.text("state = 'pending'"))
 
     op.create_table('transitions',
@@ -136,6 +137,7 @@ def downgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('uq_outbox_pending', sqlite_where=sa.text("state = 'pending'"), postgresql_where=sa.text("state = 'pending'"))
         batch_op.drop_index('ix_outbox_due')
+        batch_op.drop_index('ix_outbox_record')
 
     op.drop_table('outbox')
     op.drop_table('source_health')

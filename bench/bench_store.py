@@ -1,0 +1,140 @@
+"""Store benchmark: apply status reads to a large store, on SQLite and PostgreSQL.
+
+    python bench/bench_store.py [--records 1000000] [--reads 100000] [--changed 0.1] [--db sqlite|postgresql|both]
+
+Seeds a store of --records records (bulk, outside the measured part), then applies --reads status
+reads in pages of 2,000 (Salesforce's page size) through the real engine, a share --changed of them
+with a new status. Prints records/s and peak RSS, and the RSS growth during the measured part, to
+show memory does not grow with the size of the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from connector.config import load_config
+from connector.engine import Engine
+from connector.sources.base import Cursor, Page, RemoteRecord
+from connector.store.db import open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = os.environ.get("CONNECTOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+STATUSES = ["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"]
+STAGES = ["New", "Working", "Converted", "Unresponsive"]
+PAGE = 2000
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def write_config(folder: Path, url: str) -> Path:
+    config = folder / "config.yaml"
+    config.write_text(
+        f"database: {url}\n"
+        "sources:\n  sfdc:\n    type: salesforce\n    auth: {method: token, access_token: x, instance_url: https://x}\n"
+        f"    objects:\n      Lead: {{status_field: Status, mapping: {ROOT / 'mappings/salesforce-lead.yaml'}}}\n"
+    )
+    return config
+
+
+def seed(url: str, count: int, at: datetime) -> None:
+    """Bulk-load records straight into the table (the measured part goes through the engine)."""
+    engine = create_engine(url)
+    rows = [
+        ("sfdc", "Lead", f"00Q{i:015d}", STAGES[i % 4], "external", STATUSES[i % 4], at, False, False, at)
+        for i in range(count)
+    ]
+    columns = "source, object, external_id, stage, set_by, remote_status, stage_entered_at, deleted, converted, updated_at"
+    with engine.begin() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.cursor()
+        if engine.dialect.name == "postgresql":
+            with cursor.copy(f"COPY records ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            naive = [(*r[:6], r[6].replace(tzinfo=None), *r[7:9], r[9].replace(tzinfo=None)) for r in rows]
+            cursor.executemany(f"INSERT INTO records ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?)", naive)
+    engine.dispose()
+
+
+def run(url: str, records: int, reads: int, changed: float) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        config = load_config(write_config(Path(folder), url))
+        store = open_store(url)
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        started = time.perf_counter()
+        seed(url, records, t0)
+        if store.dialect == "postgresql":
+            with store.engine.begin() as connection:
+                connection.execute(text("ANALYZE records"))
+        print(f"  seeded {records:,} records in {time.perf_counter() - started:.1f}s")
+        engine = Engine(config, store, {})
+        synced = engine.synced("sfdc", "Lead")
+        rng = random.Random(7)
+        chosen = rng.sample(range(records), reads)
+        rss_before = current_rss_mb()
+        moved = 0
+        started = time.perf_counter()
+        for start in range(0, reads, PAGE):
+            page = []
+            for offset, index in enumerate(chosen[start : start + PAGE]):
+                status = STATUSES[index % 4]
+                if rng.random() < changed:
+                    status = STATUSES[(index + 1) % 4]
+                at = t0 + timedelta(hours=1, milliseconds=start + offset)
+                page.append(RemoteRecord(f"00Q{index:015d}", status, at))
+            stats = engine.apply_page(synced, Page(page, Cursor(page[-1].modified_at, page[-1].id)), t0)
+            moved += stats.transitions
+        elapsed = time.perf_counter() - started
+        print(f"  applied {reads:,} reads ({moved:,} moved) in {elapsed:.2f}s: {reads / elapsed:,.0f} records/s")
+        print(f"  RSS {rss_before:.0f} MB before, {current_rss_mb():.0f} MB after (peak {rss_mb():.0f} MB)")
+        store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--reads", type=int, default=100_000)
+    parser.add_argument("--changed", type=float, default=0.1)
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    args = parser.parse_args()
+    if args.db in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as folder:
+            print(f"SQLite, store of {args.records:,}:")
+            run(f"sqlite:///{folder}/bench.db", args.records, args.reads, args.changed)
+    if args.db in ("postgresql", "both"):
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(PG)
+        with admin.begin() as connection:
+            connection.execute(text(f"CREATE SCHEMA {schema}"))
+        try:
+            print(f"PostgreSQL, store of {args.records:,}:")
+            run(f"{PG}?options=-csearch_path%3D{schema}", args.records, args.reads, args.changed)
+        finally:
+            with admin.begin() as connection:
+                connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
