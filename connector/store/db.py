@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from connector.errors import ConnectorError
 
@@ -121,7 +121,7 @@ class Store:
         for attempt in Retrying(
             retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=5),
+            wait=wait_random_exponential(multiplier=0.2, max=5),
             reraise=True,
         ):
             with attempt, self.transaction() as session:
