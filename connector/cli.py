@@ -115,7 +115,8 @@ def validate(ctx: Context, live: bool) -> None:
     """Check the config and every mapping file; every problem is listed with file:line."""
     config = ctx.config
     mappings = {o.mapping.file for o in config.objects.values()}
-    click.echo(f"{ctx.config_path}: ok ({len(config.objects)} objects, {len(mappings)} mapping files)")
+    files = "mapping file" if len(mappings) == 1 else "mapping files"
+    click.echo(f"{ctx.config_path}: ok ({len(config.objects)} objects, {len(mappings)} {files})")
     if live:
         from connector.live import validate_live
         from connector.sources.factory import open_sources
@@ -318,3 +319,7 @@ def print_json(data: Any) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+from connector.cli_reports import register as _register_reports  # noqa: E402
+
+_register_reports(main)

@@ -163,7 +163,8 @@ class Notifications(_Model):
 
 
 class ConfigFile(_Model):
-    database: StrictStr = "sqlite:///connector.db"
+    # Secret: a PostgreSQL URL may carry a password (often from ${ENV}).
+    database: SecretStr = SecretStr("sqlite:///connector.db")
     sources: dict[StrictStr, SourceConfig] = Field(min_length=1)
     schedule: Schedule = Schedule()
     writeback: Writeback = Writeback()
@@ -189,7 +190,7 @@ class Config:
 
     @property
     def database_url(self) -> str:
-        return self.model.database
+        return self.model.database.get_secret_value()
 
     @property
     def sources(self) -> dict[str, SalesforceSource | HubSpotSource]:
@@ -199,17 +200,6 @@ class Config:
         return self.objects[(source, name)]
 
 
-def config_vocabulary() -> set[str]:
-    names: set[str] = set()
-    models: list[type[BaseModel]] = [
-        ConfigFile, SalesforceSource, HubSpotSource, ObjectConfig, ActivityConfig, Schedule, Writeback,
-        Server, Notifications, SmtpConfig, TokenAuth, ClientCredentialsAuth, JwtAuth, PasswordAuth,
-    ]
-    for model in models:
-        names.update(model.model_fields)
-    return names
-
-
 def default_config_path() -> Path:
     return Path(os.environ.get("CONNECTOR_CONFIG", DEFAULT_CONFIG))
 
@@ -217,8 +207,10 @@ def default_config_path() -> Path:
 def load_config(file: Path, environ: dict[str, str] | None = None) -> Config:
     """Parse config.yaml and every mapping it names; raise ConfigError with every problem found."""
     doc = load_yaml(file, env_refs=True)
-    if doc.data is None:
+    if doc.data is None and doc.problems:
         raise ConfigError(doc.problems)
+    if doc.data is None:  # an empty document (`---`, `null`): report what it lacks
+        doc.data = {}
     if not isinstance(doc.data, dict):
         doc.problem((), "the config must be a mapping with 'sources' and other settings")
         raise ConfigError(doc.problems)
@@ -227,7 +219,7 @@ def load_config(file: Path, environ: dict[str, str] | None = None) -> Config:
     try:
         model = ConfigFile.model_validate(doc.data)
     except ValidationError as exc:
-        report_validation_error(doc, exc, config_vocabulary())
+        report_validation_error(doc, exc, ConfigFile)
         # Check the mapping files too, so that one run lists every problem.
         for path in _raw_mapping_paths(doc.data):
             doc.problems.extend(read_mapping(path)[1])
@@ -258,7 +250,7 @@ def _raw_mapping_paths(data: dict[str, Any]) -> list[Path]:
         for obj in objects.values() if isinstance(objects, dict) else ():
             if isinstance(obj, dict) and isinstance(obj.get("mapping"), str):
                 path = Path(obj["mapping"])
-                if path not in paths and path.exists():
+                if path not in paths:
                     paths.append(path)
     return paths
 
@@ -266,10 +258,13 @@ def _raw_mapping_paths(data: dict[str, Any]) -> list[Path]:
 def _resolve_paths(doc: YamlDocument, base: Path) -> None:
     """Paths in the config are relative to the config file, and so is a relative SQLite database."""
     data = doc.data
+    data.setdefault("database", "sqlite:///connector.db")  # the default lives beside the config too
     database = data.get("database")
     if isinstance(database, str) and database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
         rest = database.removeprefix("sqlite:///")
-        if rest and rest != ":memory:":
+        if "\x00" in rest:
+            doc.problem(("database",), "database: the SQLite path contains a NUL character")
+        elif rest and rest != ":memory:":
             data["database"] = f"sqlite:///{(base / rest).resolve()}"
     sources = data.get("sources")
     if not isinstance(sources, dict):

@@ -33,7 +33,7 @@ class ConfigError(ConnectorError):
         # Grouped by file in the order files were read, then by line, as a person fixes them.
         order = {str(p.file): i for i, p in reversed(list(enumerate(problems)))}
         self.problems = sorted(problems, key=lambda p: (order[str(p.file)], p.line or 0))
-        errors = [p for p in problems if not p.warning]
+        errors = [p for p in self.problems if not p.warning]
         super().__init__("\n".join(str(p) for p in errors) or "invalid configuration")
 
 

@@ -190,14 +190,6 @@ class StageMapping:
         return (t for t in self.triggers if t.on == event)
 
 
-def mapping_vocabulary() -> set[str]:
-    names: set[str] = set()
-    for model in (MappingFile, Stage, AssignRule, ActivityTrigger, InactiveTrigger, Overrides):
-        for name, info in model.model_fields.items():
-            names.add(info.alias or name)
-    return names
-
-
 def read_mapping(file: Path) -> tuple[StageMapping | None, list[Problem]]:
     """Parse and check one mapping file; every problem found is returned, none raised."""
     doc = load_yaml(file)
@@ -210,7 +202,7 @@ def read_mapping(file: Path) -> tuple[StageMapping | None, list[Problem]]:
     try:
         model = MappingFile.model_validate(doc.data)
     except ValidationError as exc:
-        report_validation_error(doc, exc, mapping_vocabulary())
+        report_validation_error(doc, exc, MappingFile)
     # The cross-reference checks read the raw data, so they run even where the models failed.
     _check(doc)
     if model is None or any(not p.warning for p in doc.problems):

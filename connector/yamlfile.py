@@ -13,12 +13,14 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
 
 from connector.errors import ConfigError, Problem
 
@@ -67,7 +69,7 @@ def load_yaml(file: Path, *, env_refs: bool = False) -> YamlDocument:
     except FileNotFoundError:
         doc.problems.append(Problem(file, None, "file not found"))
         return doc
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
         doc.problems.append(Problem(file, None, f"cannot read the file: {exc}"))
         return doc
     if env_refs:
@@ -81,15 +83,21 @@ def load_yaml(file: Path, *, env_refs: bool = False) -> YamlDocument:
         what = " ".join(part for part in (exc.context, exc.problem) if part)
         doc.problems.append(Problem(file, line, f"YAML syntax error: {what}"))
         return doc
+    except ReaderError as exc:
+        line = text.count("\n", 0, max(0, exc.position)) + 1
+        doc.problems.append(Problem(file, line, f"YAML syntax error: {exc.reason} (character {exc.character!r})"))
+        return doc
     except YAMLError as exc:
-        doc.problems.append(Problem(file, None, f"YAML syntax error: {exc}"))
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        doc.problems.append(Problem(file, None, f"YAML syntax error: {first}"))
         return doc
     if node is None:
         doc.data = {}
         doc.lines[()] = 1
         return doc
-    doc.lines[()] = node.start_mark.line + 1
     doc.data = _convert(node, (), doc)
+    # An empty document (`---`, `null`) is reported at the top of the file.
+    doc.lines[()] = 1 if doc.data is None else node.start_mark.line + 1
     return doc
 
 
@@ -101,15 +109,19 @@ _SCALAR_TAGS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def _convert(node: Node, path: KeyPath, doc: YamlDocument) -> Any:
+def _convert(node: Node, path: KeyPath, doc: YamlDocument, active: frozenset[int] = frozenset()) -> Any:
+    if id(node) in active:
+        doc.problems.append(Problem(doc.file, node.start_mark.line + 1, "a YAML alias refers to itself"))
+        return None
+    active = active | {id(node)}
     if isinstance(node, MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = _convert(key_node, path, doc)
-            if key is None or isinstance(key, (dict, list)):
+            if not isinstance(key_node, ScalarNode):
                 doc.problems.append(Problem(doc.file, key_node.start_mark.line + 1, "a key must be a plain name"))
                 continue
-            key = str(key)
+            # Keys stay exactly as written: `true:` or `010:` are CRM values, not a boolean or a number.
+            key = str(key_node.value)
             key_path = (*path, key)
             if key in result:
                 first = doc.lines.get(key_path)
@@ -118,13 +130,13 @@ def _convert(node: Node, path: KeyPath, doc: YamlDocument) -> Any:
                 )
                 continue
             doc.lines[key_path] = key_node.start_mark.line + 1
-            result[key] = _convert(value_node, key_path, doc)
+            result[key] = _convert(value_node, key_path, doc, active)
         return result
     if isinstance(node, SequenceNode):
         items = []
         for index, item in enumerate(node.value):
             doc.lines[(*path, index)] = item.start_mark.line + 1
-            items.append(_convert(item, (*path, index), doc))
+            items.append(_convert(item, (*path, index), doc, active))
         return items
     assert isinstance(node, ScalarNode)
     tag = node.tag
@@ -196,19 +208,93 @@ def _data_path(data: Any, loc: tuple[int | str, ...]) -> KeyPath:
     return tuple(path)
 
 
-def report_validation_error(doc: YamlDocument, exc: ValidationError, vocabulary: Iterable[str]) -> None:
+def report_validation_error(doc: YamlDocument, exc: ValidationError, model: type[BaseModel]) -> None:
     """Add one problem per pydantic error, located at its line, never echoing a secret value."""
-    known = sorted(set(vocabulary))
     seen: set[tuple[KeyPath, str]] = set()
     for error in exc.errors(include_url=False):
-        path = _data_path(doc.data, tuple(error["loc"]))
+        loc = tuple(error["loc"])
+        path = _data_path(doc.data, loc)
         if error["type"] == "union_tag_invalid":  # point at the tag's own line, e.g. `type:`
             path = (*path, str(error.get("ctx", {}).get("discriminator", "")).strip("'"))
+        if error["type"] == "too_short" and _value_at(doc.data, path):
+            continue  # items that failed on their own are reported; the list itself was not empty
+        known = keys_at(model, loc[:-1]) if error["type"] == "extra_forbidden" else []
         message = _describe(error, path, known)
         if (path, message) in seen:
             continue
         seen.add((path, message))
         doc.problem(path, f"{dotted(path)}: {message}")
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _unwrap(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _unwrap(members[0])
+    return annotation
+
+
+def _member_for(annotation: Any, part: str | int) -> tuple[Any, bool] | None:
+    """The union member a location part selects, and whether the part was the union's tag."""
+    for member in get_args(annotation):
+        tags = [m.tag for m in getattr(member, "__metadata__", ()) if isinstance(m, Tag)]
+        model = _unwrap(member)
+        if part in tags:
+            return model, True
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for info in model.model_fields.values():
+                if get_origin(info.annotation) is Literal and part in get_args(info.annotation):
+                    return model, True
+    for member in get_args(annotation):
+        model = _unwrap(member)
+        origin = get_origin(model)
+        if (isinstance(part, int) and origin in (list, tuple)) or (isinstance(part, str) and origin is dict):
+            return model, False
+    return None
+
+
+def keys_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The keys allowed at a location of the model, for a did-you-mean; [] when it cannot tell."""
+    current: Any = model
+    parts = list(loc)
+    while parts:
+        current = _unwrap(current)
+        part = parts[0]
+        if get_origin(current) in (Union, UnionType):
+            chosen = _member_for(current, part)
+            if chosen is None:
+                return []
+            current, consumed = chosen
+            if consumed:
+                parts.pop(0)
+            continue
+        parts.pop(0)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
+            if field is None:
+                return []
+            current = field.annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        elif get_origin(current) in (list, tuple):
+            current = get_args(current)[0]
+        else:
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [info.alias or name for name, info in current.model_fields.items()]
+    return []
 
 
 def suggest(word: str, candidates: Iterable[str]) -> str:

@@ -653,7 +653,6 @@ def test_one_mapping_file_shared_by_two_objects_is_read_once(tmp_path: Path) -> 
 
 
 # --- bugs ------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: a missing mapping file is not reported when the config has another error")
 def test_missing_mapping_is_reported_with_other_config_errors(tmp_path: Path) -> None:
     text = _replace("mapping: lead.yaml}", "mapping: missing.yaml}")
     text = _replace("api_budget: 50%", "api_budget: 150%", text)
@@ -661,7 +660,6 @@ def test_missing_mapping_is_reported_with_other_config_errors(tmp_path: Path) ->
     assert f"{tmp_path / 'missing.yaml'}: file not found" in shown
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: did-you-mean draws from every model's keys, not the keys valid there")
 @pytest.mark.parametrize(
     ("old", "new", "line", "key", "valid_here"),
     [
@@ -692,7 +690,6 @@ def test_suggestions_only_name_keys_valid_at_that_place(
         assert suggested in valid_here
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: str(ConfigError) is not in line order, unlike .problems")
 def test_config_error_text_is_in_line_order(tmp_path: Path) -> None:
     text = _replace("api_budget: 50%", "api_budget: 150%")  # line 11, a validation error
     path = write_config(tmp_path, text)
@@ -702,7 +699,6 @@ def test_config_error_text_is_in_line_order(tmp_path: Path) -> None:
     assert str(caught.value).splitlines() == [str(p) for p in caught.value.problems]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a config that is only `---` or `null` gives no message at all")
 @pytest.mark.parametrize("text", ["---\n", "null\n", "~\n"], ids=["dashes", "null", "tilde"])
 def test_null_document_is_reported(tmp_path: Path, text: str) -> None:
     path = write_config(tmp_path, text)
@@ -712,7 +708,6 @@ def test_null_document_is_reported(tmp_path: Path, text: str) -> None:
     assert all(str(p).startswith(f"{path}:1: ") for p in caught.value.problems)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a password from ${ENV} in the database URL shows in repr(config)")
 def test_database_password_from_env_is_not_in_repr(tmp_path: Path) -> None:
     text = _replace("database: sqlite:///connector.db", "database: postgresql+psycopg://sync:${DB_PASSWORD}@db/crm")
     config = load_config(write_config(tmp_path, text), {**ENV, "DB_PASSWORD": "db-pw-91c2e"})
@@ -720,14 +715,12 @@ def test_database_password_from_env_is_not_in_repr(tmp_path: Path) -> None:
     assert "db-pw-91c2e" not in repr(config.model)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the default database is relative to the working folder, not the config")
 def test_default_database_is_relative_to_the_config(tmp_path: Path) -> None:
     text = _replace("database: sqlite:///connector.db\n", "")
     config = load_config(write_config(tmp_path, text), ENV)
     assert config.database_url == f"sqlite:///{(tmp_path / 'connector.db').resolve()}"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="BUG: a NUL in a path raises ValueError, not ConfigError")
 @pytest.mark.parametrize(
     ("old", "new"),
     [
@@ -751,7 +744,7 @@ def _dump(data: object) -> str:
     return out.getvalue()
 
 
-# NUL is left out of generated paths: that crash has its own xfail test above.
+# NUL is left out of generated paths: it has a test of its own above.
 paths = st.one_of(
     st.sampled_from(["lead.yaml", "missing.yaml", "fuzz-mapping.yaml", ".", "/", "sub/../lead.yaml"]),
     st.text(st.characters(blacklist_characters="\x00"), max_size=12),
