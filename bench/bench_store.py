@@ -61,7 +61,9 @@ def seed(url: str, count: int, at: datetime) -> None:
         ("sfdc", "Lead", f"00Q{i:015d}", STAGES[i % 4], "external", STATUSES[i % 4], at, False, False, at)
         for i in range(count)
     ]
-    columns = "source, object, external_id, stage, set_by, remote_status, stage_entered_at, deleted, converted, updated_at"
+    columns = (
+        "source, object, external_id, stage, set_by, remote_status, stage_entered_at, deleted, converted, updated_at"
+    )
     with engine.begin() as connection:
         raw = connection.connection.dbapi_connection
         assert raw is not None
