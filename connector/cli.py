@@ -302,6 +302,15 @@ def run(ctx: Context, log_format: str) -> None:
     Daemon(ctx.engine(with_sources=True)).run_forever()
 
 
+@main.command()
+@click.option("--keep", is_flag=True, help="keep the temporary folder (config, database) to explore afterwards")
+def demo(keep: bool) -> None:
+    """Sandbox CRMs on loopback, a temporary database, a few scripted cycles: what moved and why."""
+    from connector.demo import run_demo
+
+    sys.exit(run_demo(click.echo, keep))
+
+
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @common
