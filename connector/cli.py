@@ -295,11 +295,15 @@ def resync(ctx: Context, source: str, object_name: str | None, full: bool, since
 @common
 def run(ctx: Context, log_format: str) -> None:
     """The daemon: scheduled pulls, write-back, timers and reconcile, until SIGTERM or SIGINT."""
-    from connector import logs
-    from connector.daemon import Daemon
+    import threading
 
+    from connector import logs
+    from connector.daemon import Daemon, install_stop_handlers
+
+    stop = threading.Event()
+    install_stop_handlers(stop)
     logs.configure(log_format, logs.secret_values(ctx.config))
-    Daemon(ctx.engine(with_sources=True)).run_forever()
+    Daemon(ctx.engine(with_sources=True), stop=stop).run_forever()
 
 
 @main.command()

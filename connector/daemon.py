@@ -38,10 +38,15 @@ def failure_backoff(failures: int) -> timedelta:
 
 
 class Daemon:
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        stop: threading.Event | None = None,
+    ) -> None:
         self.engine = engine
         self.clock = clock
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self.jobs = Jobs(engine, self.stop)
         self.metrics = Metrics()
         self.lock = DaemonLock(engine.store.engine)
@@ -200,15 +205,22 @@ class Daemon:
         log.info("connector stopped")
 
     def run_forever(self) -> None:
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s: finishing the page in hand, then stopping", signal.Signals(signum).name)
-            self.stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        if self.stop.is_set():  # stopped while starting up
+            return
         self.start()
         try:
             while not self.stop.wait(0.5):
                 pass
         finally:
             self.shutdown()
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """SIGTERM / SIGINT set `stop`. Installed first thing, so a signal during start-up is clean too."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing the page in hand, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

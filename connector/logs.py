@@ -79,5 +79,7 @@ def configure(log_format: str, secrets: Iterable[str] = (), level: int = logging
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("apscheduler", "urllib3", "simple_salesforce"):
+    for noisy in ("urllib3", "simple_salesforce", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A pull still running at its next tick is skipped (coalesced) by design; job failures are ours to log.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
