@@ -166,7 +166,7 @@ def run_demo(echo: Callable[[str], None] = print, keep: bool = False) -> int:
         echo(f"    (lead {leads[7]} has the unmapped status 'Nurturing': quarantined, listed by `connector status`)\n")
 
         def state(source: str, obj: str, rid: str) -> str | None:
-            with engine.store.transaction() as session:  # type: ignore[union-attr]
+            with engine.store.transaction() as session:
                 record = repo.get_record(session, source, obj, rid)
                 return record.state.stage if record else None
 
