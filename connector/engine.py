@@ -69,7 +69,7 @@ def assign_owner(write: repo.RecordWrite, mapping: StageMapping) -> None:
     owner = stage.owner or next((rule.owner for rule in stage.assign if rule.matches(fields)), None)
     if owner is None or owner == write.owner:
         return
-    write.owner = owner
+    write.owner = write.assigned_owner = owner
     write.transitions[write.transitions.index(moves[-1])] = replace(moves[-1], owner=owner)
     if write.writeback is None:
         # An external move needs no status write, but the new owner still has to reach the CRM.
@@ -296,6 +296,8 @@ class Engine:
                 states[event.record_id] = write
             writes = list(states.values())
             for write in writes:
+                # Events are folded in one by one (`_merge`); the owner follows the stage they ended in.
+                assign_owner(write, synced.mapping)
                 _count(stats.moves, write)
             repo.save_records(session, synced.source, synced.name, writes, now)
             if cursor is not None:

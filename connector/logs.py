@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
+from sqlalchemy.engine import make_url
 
 from connector.config import Config
 
@@ -34,6 +35,11 @@ def secret_values(config: Config) -> list[str]:
                 walk(item)
 
     walk(config.model)
+    # The database URL is secret as a whole in the model; in logs only its password needs hiding.
+    found = [f for f in found if f != config.database_url]
+    password = make_url(config.database_url).password
+    if password and len(password) >= 4:
+        found.append(str(password))
     return sorted(set(found), key=len, reverse=True)
 
 

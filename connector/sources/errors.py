@@ -74,6 +74,11 @@ SALESFORCE_CODES: Mapping[str, Action] = {
     "ENTITY_IS_DELETED": Action.RECORD,
     "INVALID_CROSS_REFERENCE_KEY": Action.RECORD,
     "MALFORMED_ID": Action.RECORD,
+    "DUPLICATE_VALUE": Action.RECORD,
+    "STRING_TOO_LONG": Action.RECORD,
+    "FIELD_INTEGRITY_EXCEPTION": Action.RECORD,
+    "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY": Action.RECORD,  # a trigger or flow refused this record
+    "INVALID_TYPE_FOR_OPERATION": Action.ADMIN,
     "FIELD_CUSTOM_VALIDATION_EXCEPTION": Action.RECORD,
     "REQUIRED_FIELD_MISSING": Action.RECORD,
     "INVALID_FIELD_FOR_INSERT_UPDATE": Action.ADMIN,
@@ -86,6 +91,10 @@ SALESFORCE_CODES: Mapping[str, Action] = {
     "NOT_FOUND": Action.ADMIN,
     "invalid_client": Action.ADMIN,
     "invalid_grant": Action.ADMIN,
+    "invalid_client_id": Action.ADMIN,  # what Salesforce's token endpoint says for an unknown client id
+    "inactive_user": Action.ADMIN,
+    "inactive_org": Action.ADMIN,
+    "invalid_request": Action.ADMIN,
     "unsupported_grant_type": Action.ADMIN,
 }
 
@@ -130,7 +139,10 @@ def salesforce_error(
     code: str | None, message: str, status: int | None = None, record_id: str | None = None
 ) -> CrmError:
     """One Salesforce error (a response body entry or a per-record result's error)."""
-    action = SALESFORCE_CODES.get(code or "", action_for_status(status))
+    # A per-record error (no HTTP status of its own) that we do not know is about that record's data:
+    # retrying it for hours only delays the dead letter the admin needs to see.
+    fallback = Action.RECORD if status is None and record_id is not None else action_for_status(status)
+    action = SALESFORCE_CODES.get(code or "", fallback)
     if action is Action.PAUSE:
         return SourcePaused(message, resume_after=3600.0, code=code)
     return CrmError(action, message, code=code, status=status, record_id=record_id)

@@ -69,8 +69,9 @@ class RetryPolicy:
                         Action.ADMIN, f"the CRM refused a fresh session: {error.message}", code=error.code,
                         status=error.status,
                     ) from None
-                reauthenticated = True
                 self.reauthenticate()
+                # Only a session we actually got counts: a login that failed for a moment may be tried again.
+                reauthenticated = True
             raise error
 
         retrying = Retrying(

@@ -51,6 +51,9 @@ class RecordWrite:
     deleted: bool = False
     converted: bool = False
     remote_modified_at: datetime | None = None
+    # An owner to write back with the status (a stage's `owner` / `assign:`), not the owner read from the
+    # CRM: echoing that one would undo a person's reassignment, which the status-only conflict check misses.
+    assigned_owner: str | None = None
 
 
 def _insert(session: Session, table: Any) -> Any:
@@ -185,14 +188,17 @@ def save_records(session: Session, source: str, obj: str, writes: Sequence[Recor
     table = RECORDS
     new = [w for w in writes if w.record_id is None]
     existing = [w for w in writes if w.record_id is not None]
-    for chunk in _chunks(new):
-        stmt = _insert(session, table).values([_record_values(source, obj, w, now) for w in chunk])
+    if new:
+        # One statement for many rows: compiled once and cached; SQLAlchemy batches it ("insertmanyvalues").
+        # A multi-VALUES insert of 500 rows is compiled anew for every chunk size, which costs more than the I/O.
+        stmt = _insert(session, table)
         stmt = stmt.on_conflict_do_update(
             index_elements=["source", "object", "external_id"],
             set_={name: stmt.excluded[name] for name in _UPDATABLE},
-        ).returning(table.c.id, table.c.external_id)
-        ids = {row.external_id: row.id for row in session.execute(stmt)}
-        for write in chunk:
+        ).returning(table.c.id, table.c.external_id, sort_by_parameter_order=True)
+        rows = session.execute(stmt, [_record_values(source, obj, w, now) for w in new])
+        ids = {row.external_id: row.id for row in rows}
+        for write in new:
             write.record_id = ids[write.external_id]
     if existing:
         stmt = (
@@ -200,18 +206,18 @@ def save_records(session: Session, source: str, obj: str, writes: Sequence[Recor
             .where(table.c.id == bindparam("b_id"))
             .values({name: bindparam(f"b_{name}") for name in _UPDATABLE})
         )
-        rows = []
+        params = []
         for write in existing:
             values = _record_values(source, obj, write, now)
-            rows.append({"b_id": write.record_id, **{f"b_{name}": values[name] for name in _UPDATABLE}})
-        session.connection().execute(stmt, rows)
+            params.append({"b_id": write.record_id, **{f"b_{name}": values[name] for name in _UPDATABLE}})
+        session.connection().execute(stmt, params)
     _save_transitions(session, writes)
     cancel_writebacks(session, [w.record_id for w in writes if w.cancel_writeback and w.record_id is not None], now)
     queue_writebacks(
         session,
         source,
         obj,
-        [(w.record_id, w.external_id, w.writeback, w.owner) for w in writes if w.writeback and w.record_id],
+        [(w.record_id, w.external_id, w.writeback, w.assigned_owner) for w in writes if w.writeback and w.record_id],
         now,
     )
 
@@ -265,41 +271,43 @@ def queue_writebacks(
 ) -> None:
     """Queue (record id, external id, status, owner); a newer status replaces a pending one."""
     table = OUTBOX
-    for chunk in _chunks(list(items)):
-        stmt = _insert(session, table).values(
-            [
-                {
-                    "record_id": record_id,
-                    "source": source,
-                    "object": obj,
-                    "external_id": external_id,
-                    "status": status,
-                    "owner": owner,
-                    "state": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "last_error": None,
-                    "version": 1,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for record_id, external_id, status, owner in chunk
-            ]
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["record_id"],
-            index_where=text("state = 'pending'"),
-            set_={
-                "status": stmt.excluded.status,
-                "owner": stmt.excluded.owner,
-                "attempts": 0,
-                "next_attempt_at": stmt.excluded.next_attempt_at,
-                "last_error": None,
-                "version": table.c.version + 1,
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
-        session.execute(stmt)
+    rows = [
+        {
+            "record_id": record_id,
+            "source": source,
+            "object": obj,
+            "external_id": external_id,
+            "status": status,
+            "owner": owner,
+            "state": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "last_error": None,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for record_id, external_id, status, owner in items
+    ]
+    if not rows:
+        return
+    # One statement for many rows (see save_records): compiled once, batched by SQLAlchemy.
+    stmt = _insert(session, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["record_id"],
+        index_where=text("state = 'pending'"),
+        set_={
+            "status": stmt.excluded.status,
+            # A newer status without an owner keeps the owner assignment still waiting to go out.
+            "owner": func.coalesce(stmt.excluded.owner, table.c.owner),
+            "attempts": 0,
+            "next_attempt_at": stmt.excluded.next_attempt_at,
+            "last_error": None,
+            "version": table.c.version + 1,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    session.execute(stmt, rows)
 
 
 def cancel_writebacks(session: Session, record_ids: Sequence[int], now: datetime, reason: str | None = None) -> None:
