@@ -306,6 +306,54 @@ def run(ctx: Context, log_format: str) -> None:
     Daemon(ctx.engine(with_sources=True), stop=stop).run_forever()
 
 
+@main.group()
+def mapping() -> None:
+    """Work with mapping files."""
+
+
+@mapping.command("init")
+@click.argument("source")
+@click.argument("object_name", metavar="OBJECT")
+@click.option("--field", "field_name", required=True, help="the picklist / enumeration field that holds the status")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="file to write (default: print it)")
+@click.option("--force", is_flag=True, help="overwrite --out if it exists")
+@common
+def mapping_init(ctx: Context, source: str, object_name: str, field_name: str, out: Path | None, force: bool) -> None:
+    """Write a starting mapping file from the CRM's live picklist (its order, its values)."""
+    from connector.config import ObjectConfig, load_config
+    from connector.live import initial_mapping
+    from connector.mapping import read_mapping
+    from connector.sources.factory import open_source
+    from connector.yamlfile import suggest
+
+    config = load_config(ctx.config_path, read_mappings=False)
+    if source not in config.sources:
+        names = sorted(config.sources)
+        raise UsageError(f"unknown source '{source}'{suggest(source, names)}; sources: {', '.join(names)}")
+    if out is not None and out.exists() and not force:
+        raise UsageError(f"{out} exists; pass --force to overwrite it")
+    settings = config.sources[source]
+    probe = {object_name: ObjectConfig(status_field=field_name, mapping=out or Path("unused.yaml"))}
+    crm = open_source(source, settings.model_copy(update={"objects": probe}))
+    try:
+        info = crm.describe_field(object_name)
+    finally:
+        crm.close()
+    if not info.exists:
+        raise UsageError(f"{source} {object_name} has no field {field_name!r}")
+    if not info.is_picklist:
+        raise UsageError(f"{source} {object_name}.{field_name} is a {info.type} field, not a picklist")
+    text = initial_mapping(info, source, object_name, field_name)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    out.write_text(text, encoding="utf-8")
+    _, problems = read_mapping(out)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    click.echo(f"wrote {out}: {text.count('category:')} stages; review the categories and add triggers")
+
+
 @main.command()
 @click.option("--keep", is_flag=True, help="keep the temporary folder (config, database) to explore afterwards")
 def demo(keep: bool) -> None:

@@ -204,8 +204,11 @@ def default_config_path() -> Path:
     return Path(os.environ.get("CONNECTOR_CONFIG", DEFAULT_CONFIG))
 
 
-def load_config(file: Path, environ: dict[str, str] | None = None) -> Config:
-    """Parse config.yaml and every mapping it names; raise ConfigError with every problem found."""
+def load_config(file: Path, environ: dict[str, str] | None = None, *, read_mappings: bool = True) -> Config:
+    """Parse config.yaml and every mapping it names; raise ConfigError with every problem found.
+
+    Without `read_mappings` (for `mapping init`, which writes one) no object is loaded, only sources.
+    """
     doc = load_yaml(file, env_refs=True)
     if doc.data is None and doc.problems:
         raise ConfigError(doc.problems)
@@ -227,7 +230,7 @@ def load_config(file: Path, environ: dict[str, str] | None = None) -> Config:
     problems = list(doc.problems)
     objects: dict[tuple[str, str], SyncedObject] = {}
     mappings: dict[Path, StageMapping | None] = {}
-    for source_name, source in model.sources.items():
+    for source_name, source in model.sources.items() if read_mappings else ():
         for object_name, settings in source.objects.items():
             path = settings.mapping
             if path not in mappings:

@@ -195,10 +195,13 @@ def _apply_trigger(
     ):  # d
         return suppressed("would move backwards")
     moved = replace(state, stage=target, set_by=SetBy.TRIGGER, stage_entered_at=at, inactive_decided_at=None)
+    writeback = _writeback(moved, mapping)
+    # Back to the status the CRM holds: nothing to send, and a pending write of another status is stale.
     return Decision(
         moved,
         Transition(at, current, target, cause, detail, trigger.name),
-        writeback=_writeback(moved, mapping),
+        writeback=writeback,
+        cancel_writeback=writeback is None,
     )
 
 
@@ -219,7 +222,8 @@ def manual_set(
     if stage != state.stage:
         new = replace(new, inactive_decided_at=None)
     transition = Transition(at, state.stage, stage, cause, note or by.value)
-    return Decision(new, transition, writeback=_writeback(new, mapping))
+    writeback = _writeback(new, mapping)
+    return Decision(new, transition, writeback=writeback, cancel_writeback=writeback is None)
 
 
 def unlock(state: RecordState, at: datetime) -> Decision:

@@ -168,7 +168,7 @@ def _ref(name: str, *to: str, updateable: bool = True) -> FieldDef:
 
 
 def _pick(name: str, values: list[str], default: str | None = None, **kw: Any) -> FieldDef:
-    return FieldDef(name, "picklist", picklist=values, default=default, **kw)
+    return FieldDef(name, "picklist", picklist=list(values), default=default, **kw)  # a copy: each org is its own
 
 
 LEAD_STATUSES = ["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"]
