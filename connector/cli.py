@@ -378,9 +378,6 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
 from connector.cli_reports import register as _register_reports  # noqa: E402
 
 _register_reports(main)

@@ -124,6 +124,8 @@ class HubSpotSource(_SourceBase):
     type: Literal["hubspot"]
     base_url: StrictStr = "https://api.hubapi.com"
     auth: HubSpotAuth
+    # The account (Hub ID) number, for links to records in notifications: app.hubspot.com/contacts/<portal_id>/...
+    portal_id: StrictInt | StrictStr | None = None
 
 
 SourceConfig = Annotated[SalesforceSource | HubSpotSource, Field(discriminator="type")]

@@ -93,9 +93,15 @@ def open_store(url: str, *, migrate: bool = True, **kwargs: Any) -> Store:
     return Store(engine)
 
 
+# PostgreSQL: deadlock detected, serialization failure. The whole transaction is safe to run again.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+
+
 def _retryable(exc: BaseException) -> bool:
-    # Only a lost connection or a busy SQLite file is worth another go; integrity errors never are.
+    # A lost connection, a busy SQLite file, a deadlock: worth another go; integrity errors never are.
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES:
         return True
     return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 

@@ -184,10 +184,14 @@ _UPDATABLE = (
 
 
 def save_records(session: Session, source: str, obj: str, writes: Sequence[RecordWrite], now: datetime) -> None:
-    """Upsert the records, then their history and outbox changes: a handful of statements per page."""
+    """Upsert the records, their history and outbox changes: a handful of statements per page.
+
+    Lock order is the same everywhere: outbox rows before record rows, each in id order. The drain
+    holds outbox rows while it sends and then updates records; a pull doing the reverse would deadlock.
+    """
     table = RECORDS
     new = [w for w in writes if w.record_id is None]
-    existing = [w for w in writes if w.record_id is not None]
+    existing = sorted((w for w in writes if w.record_id is not None), key=lambda w: w.record_id or 0)
     if new:
         # One statement for many rows: compiled once and cached; SQLAlchemy batches it ("insertmanyvalues").
         # A multi-VALUES insert of 500 rows is compiled anew for every chunk size, which costs more than the I/O.
@@ -200,6 +204,18 @@ def save_records(session: Session, source: str, obj: str, writes: Sequence[Recor
         ids = {row.external_id: row.id for row in rows}
         for write in new:
             write.record_id = ids[write.external_id]
+    cancel_writebacks(session, sorted(w.record_id for w in writes if w.cancel_writeback and w.record_id), now)
+    queue_writebacks(
+        session,
+        source,
+        obj,
+        sorted(
+            (w.record_id, w.external_id, w.writeback, w.assigned_owner)
+            for w in writes
+            if w.writeback and w.record_id
+        ),
+        now,
+    )
     if existing:
         stmt = (
             update(table)
@@ -212,14 +228,6 @@ def save_records(session: Session, source: str, obj: str, writes: Sequence[Recor
             params.append({"b_id": write.record_id, **{f"b_{name}": values[name] for name in _UPDATABLE}})
         session.connection().execute(stmt, params)
     _save_transitions(session, writes)
-    cancel_writebacks(session, [w.record_id for w in writes if w.cancel_writeback and w.record_id is not None], now)
-    queue_writebacks(
-        session,
-        source,
-        obj,
-        [(w.record_id, w.external_id, w.writeback, w.assigned_owner) for w in writes if w.writeback and w.record_id],
-        now,
-    )
 
 
 def _save_transitions(session: Session, writes: Sequence[RecordWrite]) -> None:

@@ -101,6 +101,7 @@ class OutboxItem(Base):
         Index("uq_outbox_pending", "record_id", unique=True, sqlite_where=text("state = 'pending'"),
               postgresql_where=text("state = 'pending'")),
         Index("ix_outbox_due", "source", "object", "state", "next_attempt_at"),
+        Index("ix_outbox_record", "record_id"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
@@ -163,3 +164,40 @@ class SourceHealth(Base):
     api_used: Mapped[int | None] = mapped_column(BigInteger)
     api_limit: Mapped[int | None] = mapped_column(BigInteger)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class NotificationRow(Base):
+    """A message to a stage owner, once per key: entering a stage, or one reminder per idle interval.
+
+    Rows are written before anything is sent, so a restart never sends one twice; a failed send is
+    retried with backoff until `attempts` runs out, then kept as `dead` with the error.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index("uq_notifications_key", "key", unique=True),
+        Index("ix_notifications_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    # enter:<transition>:<channel> | remind:<record>:<stage entry>:<interval>:<channel>
+    key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # entered | reminder
+    channel: Mapped[str] = mapped_column(String(16))  # email | webhook
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"))
+    transition_id: Mapped[int | None] = mapped_column(Id)
+    source: Mapped[str] = mapped_column(String(64))
+    object: Mapped[str] = mapped_column(String(128))
+    external_id: Mapped[str] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(255))
+    owner: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str | None] = mapped_column(String(255))  # the email address (webhook: none)
+    reminder: Mapped[int] = mapped_column(Integer, default=0)  # the idle interval's number; 0 on entering
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # what is sent, fixed when queued
+    state: Mapped[str] = mapped_column(String(16))  # pending | sent | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
