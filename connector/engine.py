@@ -161,6 +161,16 @@ def decide_remote(
     return write
 
 
+def _our_write(stored: repo.StoredRecord, remote: RemoteRecord, pending_status: str) -> bool:
+    """The CRM holds the status our pending write-back carries, and the store does not know it yet."""
+    return (
+        not remote.deleted
+        and not stored.deleted
+        and remote.status == pending_status
+        and remote.status != stored.state.remote_status
+    )
+
+
 def _unchanged(brief: repo.Brief | None, remote: RemoteRecord) -> bool:
     """True when the read changes nothing: `decide_remote` would return None (it stays the judge)."""
     return (
@@ -219,9 +229,23 @@ class Engine:
             )
             candidates = [r for r in page.records if not _unchanged(briefs.get(r.id), r)]
             stored = repo.load_records(session, synced.source, synced.name, [r.id for r in candidates])
+            pending = repo.pending_writebacks(session, [s.id for s in stored.values()])
             writes: list[repo.RecordWrite] = []
             for remote in candidates:
-                write = decide_remote(stored.get(remote.id), remote, synced.mapping)
+                record = stored.get(remote.id)
+                item = pending.get(record.id) if record is not None else None
+                if record is not None and item is not None and _our_write(record, remote, item[2]):
+                    # Our write-back reached the CRM but its confirmation was lost (a crash between the
+                    # two): reading it back is the confirmation, not a person's change (rule 1).
+                    record = replace(record, state=rules.written(record.state, item[2]))
+                    repo.finish_item(session, item[0], item[1], "done", now, "confirmed by reading it back")
+                    confirmed = decide_remote(record, remote, synced.mapping) or _plain_write(
+                        record, remote.id, Decision(record.state), synced.mapping
+                    )
+                    confirmed.remote_modified_at = remote.modified_at
+                    writes.append(confirmed)
+                    continue
+                write = decide_remote(record, remote, synced.mapping)
                 if write is not None:
                     writes.append(write)
                     _count(stats, write)

@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -19,6 +19,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 from connector.errors import ConnectorError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x636F6E6E6D696772  # pg_advisory_xact_lock key held while migrating ("connmigr")
 T = TypeVar("T")
 
 
@@ -82,6 +83,12 @@ def upgrade(engine: Engine) -> None:
         return
     config = _alembic_config()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Several daemons may start at once on a new database: one migrates while the others
+            # wait here, then find the schema at head and go on.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            if MigrationContext.configure(connection).get_current_revision() == script.get_current_head():
+                return
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

@@ -210,9 +210,7 @@ def save_records(session: Session, source: str, obj: str, writes: Sequence[Recor
         source,
         obj,
         sorted(
-            (w.record_id, w.external_id, w.writeback, w.assigned_owner)
-            for w in writes
-            if w.writeback and w.record_id
+            (w.record_id, w.external_id, w.writeback, w.assigned_owner) for w in writes if w.writeback and w.record_id
         ),
         now,
     )
@@ -346,6 +344,20 @@ def claim_due(session: Session, source: str, obj: str, now: datetime, limit: int
     return list(session.scalars(stmt))
 
 
+def pending_writebacks(session: Session, record_ids: Sequence[int]) -> dict[int, tuple[int, int, str]]:
+    """record id -> (item id, version, status) of its pending outbox item, for the records that have one."""
+    table = OUTBOX
+    found: dict[int, tuple[int, int, str]] = {}
+    for chunk in _chunks(list(record_ids)):
+        rows = session.execute(
+            select(table.c.record_id, table.c.id, table.c.version, table.c.status).where(
+                table.c.record_id.in_(chunk), table.c.state == "pending"
+            )
+        )
+        found.update({row.record_id: (row.id, row.version, row.status) for row in rows})
+    return found
+
+
 def outbox_counts(session: Session, source: str, obj: str) -> dict[str, int]:
     table = OUTBOX
     rows = session.execute(
@@ -367,6 +379,22 @@ def finish_item(
         .values(state=state, updated_at=now, last_error=error)
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+def finish_items(
+    session: Session, items: Sequence[tuple[int, int]], state: str, now: datetime, error: str | None = None
+) -> int:
+    """`finish_item` for many (id, version) pairs in one executemany; how many were still pending."""
+    if not items:
+        return 0
+    table = OUTBOX
+    stmt = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version"), table.c.state == "pending")
+        .values(state=state, updated_at=now, last_error=error)
+    )
+    result = session.connection().execute(stmt, [{"b_id": i, "b_version": v} for i, v in items])
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def retry_item(session: Session, item_id: int, version: int, when: datetime, error: str, now: datetime) -> None:
