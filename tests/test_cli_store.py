@@ -28,7 +28,9 @@ def config_path(tmp_path: Path, db_url: str) -> Path:
     mapping = tmp_path / "lead.yaml"
     # The shipped Lead mapping plus a trigger that applies from the sticky stage.
     mapping.write_text(
-        (ROOT / "mappings/salesforce-lead.yaml").read_text().replace(
+        (ROOT / "mappings/salesforce-lead.yaml")
+        .read_text()
+        .replace(
             "triggers:                             # first match in file order wins\n",
             "triggers:\n  - {name: churned, on: unsubscribed, from: [Converted], to: Unresponsive}\n",
         )
@@ -74,8 +76,9 @@ def test_explain_json_has_the_designed_fields(config_path: Path) -> None:
 
 
 def test_trigger_moves_and_explain_shows_why(config_path: Path) -> None:
-    code, out = run(config_path, "event", "sfdc", "Lead", "00Q000000000001AAA", "email_replied",
-                    "--at", "2026-03-02T10:00:00Z")
+    code, out = run(
+        config_path, "event", "sfdc", "Lead", "00Q000000000001AAA", "email_replied", "--at", "2026-03-02T10:00:00Z"
+    )
     assert code == 0 and "New -> Working (trigger 'replied')" in out
     code, out = run(config_path, "explain", "sfdc", "Lead", "00Q000000000001AAA")
     assert code == 0 and "New -> Working" in out and "trigger 'replied'" in out
@@ -112,9 +115,18 @@ def test_the_same_event_twice_is_taken_once(config_path: Path) -> None:
     [
         (("explain", "sfdc", "Laed", "x"), "unknown object 'Laed' in source 'sfdc' (did you mean 'Lead'?)"),
         (("explain", "sfcd", "Lead", "x"), "unknown source 'sfcd' (did you mean 'sfdc'?)"),
-        (("explain", "sfdc", "Lead", "00Q000000000009AAA"), "no record '00Q000000000009AAA' in sfdc Lead; did you mean"),
-        (("stage", "set", "sfdc", "Lead", "00Q000000000001AAA", "working"), "unknown stage 'working' for sfdc Lead (did you mean 'Working'?)"),
-        (("event", "sfdc", "Lead", "00Q000000000001AAA", "email_replyd"), "unknown event 'email_replyd' (did you mean 'email_replied'?)"),
+        (
+            ("explain", "sfdc", "Lead", "00Q000000000009AAA"),
+            "no record '00Q000000000009AAA' in sfdc Lead; did you mean",
+        ),
+        (
+            ("stage", "set", "sfdc", "Lead", "00Q000000000001AAA", "working"),
+            "unknown stage 'working' for sfdc Lead (did you mean 'Working'?)",
+        ),
+        (
+            ("event", "sfdc", "Lead", "00Q000000000001AAA", "email_replyd"),
+            "unknown event 'email_replyd' (did you mean 'email_replied'?)",
+        ),
     ],
 )
 def test_unknown_names_exit_2_with_a_suggestion(config_path: Path, args: tuple[str, ...], message: str) -> None:

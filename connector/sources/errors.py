@@ -143,6 +143,10 @@ def salesforce_error(
     # retrying it for hours only delays the dead letter the admin needs to see.
     fallback = Action.RECORD if status is None and record_id is not None else action_for_status(status)
     action = SALESFORCE_CODES.get(code or "", fallback)
+    if action is Action.PAUSE and "TotalRequests" not in message:
+        # The same code also reports a concurrency limit ("ConcurrentPerOrgLongTxn Limit exceeded."),
+        # which clears in seconds: wait for it, rather than pausing the source for an hour.
+        return CrmError(Action.RATE_LIMIT, message, code=code, status=status, retry_after=30.0)
     if action is Action.PAUSE:
         return SourcePaused(message, resume_after=3600.0, code=code)
     return CrmError(action, message, code=code, status=status, record_id=record_id)

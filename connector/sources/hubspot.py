@@ -1,0 +1,349 @@
+"""HubSpot, through hubspot-api-client over HTTP: incremental search pulls, batch reads and writes.
+
+Each synced object is a `Stream` (`hubspot_stream`): object type, key, replication key
+(`lastmodifieddate` for contacts, `hs_lastmodifieddate` for the rest), properties. Answers are read
+as JSON (the client's raw-response mode) rather than as its model objects, which cost tens of
+milliseconds a page.
+
+* Pulls search by modified date with the record id as tie-breaker, 200 a page; `hubspot_window`
+  holds the cursor logic (HubSpot's one sort, its unstable order of ties and its 10,000-result
+  cap). A lookback re-reads the last seconds before the cursor; the engine ignores statuses it
+  already holds. A millisecond behind the cursor with more records than a page (a bulk import) is
+  re-read one page deep only, so it is not read whole on every pull. Search does not return
+  archived records: `pull_all` (reconcile, resync --full) lists live and archived ones, 100 a page,
+  the archived with `deleted=True`.
+* Writes (`hubspot_writes`) are batch updates of 100, each input's outcome on its own. There, too,
+  HubSpot's lifecycle rule: `lifecyclestage` only moves forward through the API, so with
+  `clear_before_backwards` (the default) a write that moves it backwards in HubSpot's own option
+  order (the property's displayOrder, read once) first sets it to "" for those records in one batch
+  update, then writes the value in the next. Other properties are written as they are.
+* Activity: emails, meetings and calls modified after the events cursor, each with the records it
+  is associated with (one v4 batch association read a page of engagements); `hubspot_activity`
+  says which engagement is which event, and how `activity.types` overrides that. An event's key is
+  `<kind>:<engagement id>:<object>:<record id>`: an email to two contacts is two events, and the
+  event inbox is unique per source.
+* Pacing (`hubspot_pacing`): every call waits until it fits HubSpot's stated limits, and none is
+  made once `api_budget` of the daily allocation is spent (`SourcePaused`). Retries are the
+  source's RetryPolicy around each call; urllib3's own are off, so nothing is sent twice by two layers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import hubspot
+from hubspot.crm.associations.v4 import BatchInputPublicFetchAssociationsBatchRequest
+from hubspot.crm.objects import (
+    BatchInputSimplePublicObjectBatchInput,
+    BatchReadInputSimplePublicObjectId,
+    PublicObjectSearchRequest,
+)
+
+from connector.config import HubSpotSource
+from connector.sources import errors
+from connector.sources.base import (
+    ApiUsage,
+    Cursor,
+    EventPage,
+    FieldInfo,
+    Page,
+    PicklistValue,
+    RemoteEvent,
+    RemoteRecord,
+    StatusWrite,
+    WriteOutcome,
+)
+from connector.sources.errors import Action, CrmError
+from connector.sources.hubspot_pacing import Pacer, Transport
+from connector.sources.hubspot_stream import Json, Stream, at_ms, millis, ms_of, to_ms
+from connector.sources.hubspot_window import Mark, Search, SearchWindow, WindowStalled, first_search
+from connector.sources.hubspot_writes import Writer
+from connector.sources.retry import RetryPolicy
+
+SEARCH_PAGE = 200
+LIST_PAGE = 100
+BATCH = 100
+SEARCHES_PER_SECOND = 5.0  # HubSpot's documented search limit per token; its answers do not state it
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class HubSpot:
+    """The Source for one HubSpot portal (a private app's token)."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: HubSpotSource,
+        *,
+        retry_sleep: Callable[[float], None] = time.sleep,
+        pace_sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        searches_per_second: float = SEARCHES_PER_SECOND,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.streams = {obj: Stream.of(name, obj, cfg) for obj, cfg in settings.objects.items()}
+        self.pacer = Pacer(
+            budget=settings.api_budget, search_per_second=searches_per_second, clock=clock, sleep=pace_sleep
+        )
+        ca_bundle = str(settings.ca_bundle) if settings.ca_bundle else None
+        self._transport = Transport(self.pacer, timeout=settings.timeout.total_seconds(), ca_certs=ca_bundle)
+        self._api_clients: list[Any] = []
+        self._retry = RetryPolicy(errors.from_hubspot, attempts=settings.max_retries + 1, sleep=retry_sleep)
+        self._lookback_ms = millis(settings.lookback)
+        self._option_orders: dict[str, dict[str, int]] = {}
+        self._writer = Writer(self._update, self._option_order)
+        self._probed = False
+        hub = hubspot.HubSpot(api_factory=self._api)
+        self._search = hub.crm.objects.search_api
+        self._objects = hub.crm.objects.basic_api
+        self._batch = hub.crm.objects.batch_api
+        self._properties = hub.crm.properties.core_api
+        self._associations = hub.crm.associations.v4.batch_api
+
+    def _api(self, package: Any, api_name: str, _config: Mapping[str, Any]) -> Any:
+        """Every API object of the client: our host, token and CA bundle, and the one shared, paced pool."""
+        configuration = package.Configuration()
+        configuration.host = self.settings.base_url.rstrip("/")
+        configuration.access_token = self.settings.auth.access_token.get_secret_value()
+        client = package.ApiClient(configuration=configuration)
+        client.rest_client.pool_manager.clear()
+        client.rest_client.pool_manager = self._transport
+        client.user_agent = "connector (hubspot-api-client)"
+        self._api_clients.append(client)
+        return getattr(package, api_name)(api_client=client)
+
+    def _stream(self, obj: str) -> Stream:
+        stream = self.streams.get(obj)
+        if stream is None:
+            raise CrmError(Action.ADMIN, f"{obj} is not an object of source {self.name}")
+        return stream
+
+    def _json(self, call: Callable[[], Any]) -> Json:
+        """One API call, retried by the policy, its answer as JSON (the client's raw-response mode)."""
+        response = self._retry.call(call)
+        data = response.data
+        answer: Json = json.loads(data) if data else {}
+        return answer
+
+    # --- records ---------------------------------------------------------------------------------
+    def _record(self, stream: Stream, item: Json, *, deleted: bool = False) -> RemoteRecord:
+        props: Mapping[str, Any] = item.get("properties") or {}
+        modified = props.get(stream.replication_key) or item.get("archivedAt") or item.get("updatedAt")
+        return RemoteRecord(
+            id=str(item["id"]),
+            status=props.get(stream.status_field) or None,
+            modified_at=at_ms(to_ms(str(modified))),
+            deleted=deleted or bool(item.get("archived")),
+            owner=props.get(stream.owner_field) or None,
+            fields={f: props.get(f) for f in stream.fields},
+        )
+
+    def _learn_limits(self, stream: Stream) -> None:
+        """Search answers state no limits: one small call that does, first, lets the daily budget hold
+        from the first pull (a list call needs no scope the pull does not need)."""
+        # Once, and again after a pause dropped the reading; not on every pull when HubSpot states no
+        # daily limit at all (an OAuth app's answers do not).
+        stale = self.pacer.daily_limit is not None and self.pacer.daily_used is None
+        if not self._probed or stale:
+            self._probed = True
+            self._json(partial(self._objects.get_page, stream.name, limit=1, properties=[], _preload_content=False))
+
+    def pull(self, obj: str, cursor: Cursor, *, until: datetime) -> Iterator[Page]:
+        stream = self._stream(obj)
+        self._learn_limits(stream)
+        for rows, mark in self._windowed(stream.name, stream.replication_key, stream.properties, cursor, until):
+            yield Page([self._record(stream, r) for r in rows], _cursor(mark))
+
+    def pull_all(self, obj: str) -> Iterator[Page]:
+        stream = self._stream(obj)
+        for archived in (False, True):
+            for items in self._listed(stream, archived):
+                yield Page([self._record(stream, item, deleted=archived) for item in items], Cursor())
+
+    def _listed(self, stream: Stream, archived: bool) -> Iterator[list[Json]]:
+        after: str | None = None
+        seen: set[str] = set()
+        while True:
+            answer = self._json(
+                partial(
+                    self._objects.get_page,
+                    stream.name,
+                    limit=LIST_PAGE,
+                    after=after,
+                    properties=stream.properties,
+                    archived=archived,
+                    _preload_content=False,
+                )
+            )
+            items = answer.get("results") or []
+            if items:
+                yield items
+            after = ((answer.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return
+            if after in seen:
+                raise WindowStalled(f"HubSpot gave the paging token {after!r} twice while listing {stream.name}")
+            seen.add(after)
+
+    def _windowed(
+        self, object_type: str, modified: str, properties: list[str], cursor: Cursor, until: datetime
+    ) -> Iterator[tuple[list[Json], Mark]]:
+        """The complete rows of each search page from `cursor` to `until`, with the cursor after them."""
+        floor = _mark(cursor)
+
+        def mark(item: Json) -> Mark:
+            props = item.get("properties") or {}
+            return Mark(to_ms(str(props.get(modified) or item.get("updatedAt"))), int(item["id"]))
+
+        window = SearchWindow(
+            first_search(floor, ms_of(until), self._lookback_ms), mark, limit=SEARCH_PAGE, floor=floor
+        )
+        while window.next is not None:
+            body = _search_body(window.next, modified, [*properties, modified])
+            answer = self._json(partial(self._search.do_search, object_type, body, _preload_content=False))
+            more = bool((answer.get("paging") or {}).get("next"))
+            rows = window.take(answer.get("results") or [], more)
+            if rows and window.cursor is not None:
+                yield rows, window.cursor
+
+    def read_statuses(self, obj: str, record_ids: Sequence[str]) -> dict[str, RemoteRecord]:
+        stream = self._stream(obj)
+        found: dict[str, RemoteRecord] = {}
+        for chunk in _chunks(list(dict.fromkeys(record_ids)), BATCH):
+            body = BatchReadInputSimplePublicObjectId(
+                inputs=[{"id": i} for i in chunk], properties=stream.properties, properties_with_history=[]
+            )
+            answer = self._json(partial(self._batch.read, stream.name, body, archived=False, _preload_content=False))
+            for item in answer.get("results") or []:
+                record = self._record(stream, item)
+                found[record.id] = record
+        return found
+
+    # --- writes ----------------------------------------------------------------------------------
+    def write_statuses(self, obj: str, writes: Sequence[StatusWrite]) -> list[WriteOutcome]:
+        return self._writer.write(self._stream(obj), writes)
+
+    def _update(self, object_type: str, inputs: list[Json]) -> Json:
+        body = BatchInputSimplePublicObjectBatchInput(inputs=inputs)
+        return self._json(partial(self._batch.update, object_type, body, _preload_content=False))
+
+    def _option_order(self, stream: Stream) -> dict[str, int]:
+        order = self._option_orders.get(stream.name)
+        if order is None:
+            order = {v.value: v.order for v in self.describe_field(stream.name).values}
+            self._option_orders[stream.name] = order
+        return order
+
+    # --- activity --------------------------------------------------------------------------------
+    def pull_events(self, obj: str, cursor: Cursor, *, until: datetime) -> Iterator[EventPage]:
+        """Each engagement kind is read from the same cursor to `until`; the cursor moves only once
+        every kind is read, so the pages in between carry the cursor they started from."""
+        stream = self._stream(obj)
+        self._learn_limits(stream)
+        best = _mark(cursor)
+        for kind in stream.events.kinds:
+            properties = [*stream.events.properties(kind), "hs_timestamp"]
+            for rows, mark in self._windowed(kind, "hs_lastmodifieddate", properties, cursor, until):
+                best = mark if best is None or mark > best else best
+                yield EventPage(self._events(stream, kind, rows), cursor)
+        if best is not None and best != _mark(cursor):
+            yield EventPage([], _cursor(best))
+
+    def _events(self, stream: Stream, kind: str, rows: list[Json]) -> list[RemoteEvent]:
+        typed = [(row, stream.events.event(kind, row.get("properties") or {})) for row in rows]
+        typed = [(row, event) for row, event in typed if event is not None]
+        if not typed:
+            return []
+        links = self._associated(kind, stream.name, [str(row["id"]) for row, _ in typed])
+        events = []
+        for row, event in typed:
+            assert event is not None
+            props = row.get("properties") or {}
+            at = at_ms(to_ms(str(props.get("hs_timestamp") or row.get("createdAt"))))
+            for record_id in links.get(str(row["id"]), ()):
+                key = f"{kind}:{row['id']}:{stream.name}:{record_id}"
+                events.append(RemoteEvent(record_id, event, at, key))
+        return events
+
+    def _associated(self, from_type: str, to_type: str, ids: list[str]) -> dict[str, list[str]]:
+        body = BatchInputPublicFetchAssociationsBatchRequest(inputs=[{"id": i} for i in ids])
+        answer = self._json(partial(self._associations.get_page, from_type, to_type, body, _preload_content=False))
+        links: dict[str, list[str]] = {}
+        for result in answer.get("results") or []:
+            links[str(result["from"]["id"])] = [str(to["toObjectId"]) for to in result.get("to") or []]
+        return links  # engagements with no such record come back in `errors`: they have no event here
+
+    # --- the rest of the protocol ----------------------------------------------------------------
+    def describe_field(self, obj: str) -> FieldInfo:
+        stream = self._stream(obj)
+        try:
+            answer = self._json(
+                partial(self._properties.get_by_name, stream.name, stream.status_field, _preload_content=False)
+            )
+        except CrmError as exc:
+            if exc.status == 404:
+                return FieldInfo(exists=False, is_picklist=False)
+            raise
+        values = tuple(
+            PicklistValue(
+                value=str(option["value"]),
+                label=str(option.get("label") or option["value"]),
+                active=not option.get("hidden", False),
+                order=n if (order := option.get("displayOrder", -1)) is None or order < 0 else int(order),
+            )
+            for n, option in enumerate(answer.get("options") or [])
+        )
+        kind = answer.get("type")
+        return FieldInfo(exists=True, is_picklist=kind == "enumeration", values=values, type=kind)
+
+    def usage(self) -> ApiUsage:
+        return self.pacer.usage()
+
+    def close(self) -> None:
+        self._transport.clear()
+        for client in self._api_clients:
+            client.close()
+        self._api_clients.clear()
+
+
+# --- request and answer shapes -------------------------------------------------------------------
+def _mark(cursor: Cursor) -> Mark | None:
+    if cursor.modified_at is None:
+        return None
+    last = cursor.last_id or ""
+    return Mark(ms_of(cursor.modified_at), int(last) if last.isdigit() else 0)
+
+
+def _cursor(mark: Mark) -> Cursor:
+    return Cursor(at_ms(mark.ms), str(mark.id) if mark.id > 0 else None)
+
+
+def _search_body(search: Search, modified: str, properties: list[str]) -> PublicObjectSearchRequest:
+    if search.tie_ms is not None:
+        filters = [
+            {"propertyName": modified, "operator": "EQ", "value": str(search.tie_ms)},
+            {"propertyName": "hs_object_id", "operator": "GT", "value": str(search.after_id)},
+        ]
+        sort = "hs_object_id"
+    else:
+        filters = [{"propertyName": modified, "operator": "LTE", "value": str(search.until_ms)}]
+        if search.since_ms is not None:
+            operator = "GTE" if search.inclusive else "GT"
+            filters.append({"propertyName": modified, "operator": operator, "value": str(search.since_ms)})
+        sort = modified
+    return PublicObjectSearchRequest(
+        filter_groups=[{"filters": filters}],
+        sorts=[{"propertyName": sort, "direction": "ASCENDING"}],
+        properties=list(dict.fromkeys(properties)),
+        limit=SEARCH_PAGE,
+    )

@@ -1,0 +1,386 @@
+"""The Salesforce source: the real simple-salesforce client over our own HTTPS session.
+
+Each synced object is read like a Singer stream: one SOQL query over `queryAll` (so deleted and
+merged records show), ordered by its replication key (SystemModstamp, Id), paged by the API's
+`nextRecordsUrl` at up to 2,000 records a call. Writes go 200 at a time through sObject Collections
+with `allOrNone: false`, so one bad record fails alone. Every call passes the API budget gate and the
+one RetryPolicy (which logs in again once on an expired session; simple-salesforce is never allowed
+to log in by itself).
+
+Activity comes from Tasks linked to the object's records (WhoId for Lead and Contact, WhatId for the
+rest), read incrementally like records. `activity.types` maps `Field=Value` (equals) or `Field^=Value`
+(starts with; both ignore case) to an event, first match wins; the defaults are `Subject^=RE:` ->
+email_replied, then `Type=Email` -> email_sent, `Type=Call` -> call_logged, `Type=Meeting` ->
+meeting_booked. Tasks that match nothing are skipped (see `salesforce_activity`).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from simple_salesforce.api import Salesforce as SimpleSalesforce
+
+from connector.config import ObjectConfig, SalesforceSource, TokenAuth
+from connector.errors import ConfigError, Problem
+from connector.sources import errors
+from connector.sources import salesforce_soql as soql
+from connector.sources.base import (
+    ApiUsage,
+    Cursor,
+    EventPage,
+    FieldInfo,
+    Page,
+    PicklistValue,
+    RemoteEvent,
+    RemoteRecord,
+    StatusWrite,
+    WriteOutcome,
+)
+from connector.sources.errors import Action, CrmError, SourcePaused
+from connector.sources.retry import RetryPolicy
+from connector.sources.salesforce_activity import (
+    KNOWN_PREFIXES,
+    TaskRule,
+    event_of,
+    link_field,
+    occurred_at,
+    parse_rules,
+)
+from connector.sources.salesforce_auth import Grant, configured_token, request_token
+from connector.sources.salesforce_http import ApiMeter, CrmSession
+
+T = TypeVar("T")
+WRITE_BATCH = 200  # sObject Collections' maximum
+TASK_FIELDS = ("Id", "WhoId", "WhatId", "CreatedDate", "ActivityDate", "SystemModstamp")
+
+
+def _keys(row: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:
+    """Config names -> the names in the answer (Salesforce answers in its own case, whatever we asked)."""
+    actual = {key.lower(): key for key in row}
+    return {name: actual.get(name.lower(), name) for name in names}
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """What the source reads and writes for one synced object."""
+
+    obj: str
+    status: str
+    owner: str
+    extra: tuple[str, ...]
+    columns: tuple[str, ...]
+    rules: tuple[TaskRule, ...]
+    activity: bool
+
+    @classmethod
+    def build(cls, source: str, obj: str, settings: ObjectConfig) -> ObjectSpec:
+        owner = settings.owner_field or "OwnerId"
+        wanted = ["Id", settings.status_field, "SystemModstamp", "IsDeleted", owner, *settings.fields]
+        if obj.lower() == "lead":
+            wanted.append("IsConverted")
+        activity = settings.activity
+        try:
+            soql.name(obj)
+            return cls(
+                obj, soql.name(settings.status_field), soql.name(owner), tuple(soql.columns(settings.fields)),
+                tuple(soql.columns(wanted)), parse_rules(activity.types if activity else {}),
+                activity is None or activity.enabled,
+            )
+        except ValueError as exc:
+            raise ConfigError([Problem(f"sources.{source}.objects.{obj}", None, str(exc))]) from None
+
+    def query(self, where: str | None, order: str | None = None) -> str:
+        return soql.select(self.columns, self.obj, where, order)
+
+    def records(self, rows: Sequence[Mapping[str, Any]]) -> list[RemoteRecord]:
+        keys = _keys(rows[0], [self.status, self.owner, *self.extra]) if rows else {}
+        status, owner = keys.get(self.status, self.status), keys.get(self.owner, self.owner)
+        return [
+            RemoteRecord(
+                id=row["Id"],
+                status=row.get(status),
+                modified_at=soql.parse_datetime(row["SystemModstamp"]),
+                deleted=bool(row.get("IsDeleted")),
+                converted=bool(row.get("IsConverted")),
+                owner=row.get(owner),
+                fields={name: row.get(keys[name]) for name in self.extra},
+            )
+            for row in rows
+        ]
+
+    def update(self, write: StatusWrite) -> dict[str, Any]:
+        item: dict[str, Any] = {"attributes": {"type": self.obj}, "id": write.record_id, self.status: write.status}
+        if write.owner is not None:
+            item[self.owner] = write.owner
+        return item
+
+
+class Salesforce:
+    """One Salesforce org, behind the Source protocol."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: SalesforceSource,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._specs = {obj: ObjectSpec.build(name, obj, cfg) for obj, cfg in settings.objects.items()}
+        self._meter = ApiMeter(settings.api_budget)
+        self._http = CrmSession(
+            ca_bundle=settings.ca_bundle, timeout=settings.timeout.total_seconds(), meter=self._meter
+        )
+        attempts = settings.max_retries + 1
+        self._retry = RetryPolicy(
+            errors.from_salesforce, attempts=attempts, reauthenticate=self._reauthenticate, sleep=sleep, rng=rng
+        )
+        self._login_retry = RetryPolicy(errors.from_salesforce, attempts=attempts, sleep=sleep, rng=rng)
+        self._client: SimpleSalesforce | None = None
+        self._lock = threading.Lock()
+        self._prefixes = dict(KNOWN_PREFIXES)
+
+    def __repr__(self) -> str:
+        return f"<Salesforce source {self.name!r} ({self.settings.auth.method})>"
+
+    # --- connection ------------------------------------------------------------------------------
+    def _grant(self) -> Grant:
+        auth = self.settings.auth
+        if isinstance(auth, TokenAuth):
+            return configured_token(auth, self.settings.instance_url)
+        return self._login_retry.call(lambda: request_token(self._http, auth))
+
+    def _connected(self) -> SimpleSalesforce:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> SimpleSalesforce:
+        grant = self._grant()
+        return SimpleSalesforce(
+            instance_url=self.settings.instance_url or grant.instance_url,
+            session_id=grant.access_token,
+            session=self._http,
+            version=self.settings.api_version,
+            object_pairs_hook=dict,
+        )
+
+    def _reauthenticate(self) -> None:
+        if isinstance(self.settings.auth, TokenAuth):
+            raise CrmError(
+                Action.ADMIN,
+                "the access token expired or was revoked: configure a new one (auth method 'token' cannot "
+                "log in again)",
+                code="INVALID_SESSION_ID",
+                status=401,
+            )
+        client = self._connect()
+        with self._lock:
+            self._client = client
+
+    def _call(self, request: Callable[[SimpleSalesforce], T]) -> T:
+        """One API call: the budget gate, then the retry policy around the transport."""
+        self._connected()
+        self._meter.check()
+        try:
+            return self._retry.call(lambda: request(self._connected()))
+        except SourcePaused:
+            self._meter.paused()
+            raise
+
+    def _spec(self, obj: str) -> ObjectSpec:
+        spec = self._specs.get(obj)
+        if spec is None:
+            known = ", ".join(self._specs)
+            raise CrmError(Action.ADMIN, f"object {obj!r} is not configured on source {self.name!r} ({known})")
+        return spec
+
+    # --- reading ---------------------------------------------------------------------------------
+    def _query_headers(self) -> dict[str, str]:
+        size = self.settings.page_size
+        return {"Sforce-Query-Options": f"batchSize={size}"} if size else {}
+
+    def _first(self, text: str, deleted: bool, headers: dict[str, str]) -> Any:
+        return self._call(lambda sf: sf.query(text, include_deleted=deleted, headers=headers))
+
+    def _more(self, url: str, headers: dict[str, str]) -> Any:
+        return self._call(lambda sf: sf.query_more(url, identifier_is_url=True, headers=headers))
+
+    def _pages(self, text: str, *, deleted: bool) -> Iterator[list[dict[str, Any]]]:
+        """The answer pages of one query, following nextRecordsUrl; a repeated locator stops with an error."""
+        headers = self._query_headers()
+        result = self._first(text, deleted, headers)
+        seen: set[str] = set()
+        while True:
+            yield result.get("records") or []
+            url = result.get("nextRecordsUrl")
+            if result.get("done", True) or not url:
+                return
+            if url in seen:
+                raise CrmError(Action.RETRY, f"Salesforce handed out the locator {url} twice; paging stopped")
+            seen.add(url)
+            result = self._more(url, headers)
+
+    def pull(self, obj: str, cursor: Cursor, *, until: datetime) -> Iterator[Page]:
+        spec = self._spec(obj)
+        window = soql.Window(cursor, until, self.settings.lookback)
+        for restart in range(4):
+            try:
+                for rows in self._pages(spec.query(window.where(), "SystemModstamp, Id"), deleted=True):
+                    if rows:
+                        records = spec.records(rows)
+                        last = Cursor(records[-1].modified_at, records[-1].id)
+                        page = Page(records, window.advanced(last))
+                        window = soql.Window(page.cursor, until)  # a restart resumes exactly here
+                        yield page
+                return
+            except CrmError as exc:
+                # An idle query locator expires; the keyset lets us pick up where the last page ended.
+                if exc.code != "INVALID_QUERY_LOCATOR" or restart == 3:
+                    raise
+
+    def pull_all(self, obj: str) -> Iterator[Page]:
+        spec = self._spec(obj)
+        for rows in self._pages(spec.query(None, "Id"), deleted=False):
+            if rows:
+                records = spec.records(rows)
+                yield Page(records, Cursor(records[-1].modified_at, records[-1].id))
+
+    def read_statuses(self, obj: str, record_ids: Sequence[str]) -> dict[str, RemoteRecord]:
+        spec = self._spec(obj)
+        # An Id's first 15 characters are unique too: answer under every form the caller asked with.
+        forms: dict[str, list[str]] = {}
+        for rid in filter(soql.is_id, record_ids):
+            forms.setdefault(rid[:15], []).append(rid)
+        found: dict[str, RemoteRecord] = {}
+        for chunk in soql.id_chunks(asked[0] for asked in forms.values()):
+            for rows in self._pages(spec.query(soql.id_in(chunk)), deleted=True):
+                for record in spec.records(rows):
+                    for form in forms.get(record.id[:15], [record.id]):
+                        found[form] = record
+        return found
+
+    # --- writing ---------------------------------------------------------------------------------
+    def write_statuses(self, obj: str, writes: Sequence[StatusWrite]) -> list[WriteOutcome]:
+        spec = self._spec(obj)
+        outcomes: list[WriteOutcome] = []
+        for start in range(0, len(writes), WRITE_BATCH):
+            chunk = writes[start : start + WRITE_BATCH]
+            body = {"allOrNone": False, "records": [spec.update(w) for w in chunk]}
+            try:
+                results = self._patch(body)
+            except CrmError as exc:
+                if not outcomes:
+                    raise
+                # Earlier batches landed: report them, and this failure for the rest, one by one.
+                outcomes.extend(WriteOutcome(w.record_id, exc) for w in writes[start:])
+                break
+            outcomes.extend(_outcomes(chunk, results))
+        return outcomes
+
+    def _patch(self, body: dict[str, Any]) -> Any:
+        return self._call(lambda sf: sf.restful("composite/sobjects", method="PATCH", json=body))
+
+    # --- describing ------------------------------------------------------------------------------
+    def _describe(self, obj: str) -> dict[str, Any]:
+        described = self._call(lambda sf: sf.restful(f"sobjects/{soql.name(obj)}/describe"))
+        if not isinstance(described, dict):
+            raise CrmError(Action.RETRY, f"Salesforce answered describe of {obj} with no body")
+        prefix = described.get("keyPrefix")
+        if isinstance(prefix, str):
+            self._prefixes[obj.lower()] = prefix
+        return described
+
+    def describe_field(self, obj: str) -> FieldInfo:
+        spec = self._spec(obj)
+        fields = self._describe(spec.obj).get("fields") or []
+        field = next((f for f in fields if str(f.get("name", "")).lower() == spec.status.lower()), None)
+        if field is None:
+            return FieldInfo(exists=False, is_picklist=False)
+        values = tuple(
+            PicklistValue(v["value"], v.get("label") or v["value"], bool(v.get("active", True)), order)
+            for order, v in enumerate(field.get("picklistValues") or [])
+        )
+        if spec.obj.lower() == "lead" and field["name"] == "Status":
+            values = self._lead_statuses(values)
+        kind = field.get("type")
+        return FieldInfo(True, kind in ("picklist", "multipicklist"), values, kind)
+
+    def _lead_statuses(self, values: tuple[PicklistValue, ...]) -> tuple[PicklistValue, ...]:
+        """LeadStatus gives the admin's order and which status converting a lead sets."""
+        text = soql.select(("ApiName", "MasterLabel", "SortOrder", "IsConverted"), "LeadStatus", order="SortOrder")
+        rows = [row for page in self._pages(text, deleted=False) for row in page]
+        by_value = {(r.get("ApiName") or r.get("MasterLabel")): r for r in rows}
+        out = []
+        for value in values:
+            row = by_value.get(value.value)
+            if row is not None:
+                order = row.get("SortOrder")
+                value = PicklistValue(
+                    value.value, value.label, value.active, order if isinstance(order, int) else value.order,
+                    bool(row.get("IsConverted")),
+                )
+            out.append(value)
+        return tuple(sorted(out, key=lambda v: v.order))
+
+    # --- activity --------------------------------------------------------------------------------
+    def _key_prefix(self, obj: str) -> str:
+        if obj.lower() not in self._prefixes:
+            self._describe(obj)
+        return self._prefixes.get(obj.lower(), "")
+
+    def pull_events(self, obj: str, cursor: Cursor, *, until: datetime) -> Iterator[EventPage]:
+        spec = self._spec(obj)
+        if not spec.activity:
+            return
+        link, prefix = link_field(spec.obj), self._key_prefix(spec.obj)
+        window = soql.Window(cursor, until, self.settings.lookback)
+        fields = soql.columns([*TASK_FIELDS, *(rule.field for rule in spec.rules)])
+        text = soql.select(fields, "Task", f"{window.where()} AND {link} != null", "SystemModstamp, Id")
+        for rows in self._pages(text, deleted=False):
+            if rows:
+                events = [e for e in (_event(row, link, prefix, spec.rules) for row in rows) if e is not None]
+                last = Cursor(soql.parse_datetime(rows[-1]["SystemModstamp"]), rows[-1]["Id"])
+                yield EventPage(events, window.advanced(last))
+
+    # --- the rest of the protocol ----------------------------------------------------------------
+    def usage(self) -> ApiUsage:
+        return self._meter.usage()
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _outcomes(chunk: Sequence[StatusWrite], results: Any) -> list[WriteOutcome]:
+    """One outcome per write, in order: Salesforce answers each record of a collection in request order."""
+    if not isinstance(results, list) or len(results) != len(chunk):
+        raise CrmError(Action.RETRY, "Salesforce answered a collection update with a different number of results")
+    outcomes = []
+    for write, result in zip(chunk, results, strict=True):
+        if result.get("success"):
+            outcomes.append(WriteOutcome(write.record_id))
+            continue
+        first = (result.get("errors") or [{}])[0]
+        code, message = first.get("statusCode"), str(first.get("message") or "rejected without a message")
+        error = errors.salesforce_error(code, message, record_id=write.record_id)
+        outcomes.append(WriteOutcome(write.record_id, error))
+    return outcomes
+
+
+def _event(row: Mapping[str, Any], link: str, prefix: str, rules: tuple[TaskRule, ...]) -> RemoteEvent | None:
+    target = row.get(link)
+    if not isinstance(target, str) or not target.startswith(prefix):
+        return None
+    event = event_of({key.lower(): value for key, value in row.items()}, rules)
+    if event is None:
+        return None
+    return RemoteEvent(target, event, occurred_at(row), f"Task:{row['Id']}")
