@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
@@ -171,6 +171,18 @@ def _our_write(stored: repo.StoredRecord, remote: RemoteRecord, pending_status: 
     )
 
 
+def _position(cursor: Cursor) -> tuple[datetime, tuple[int, int, str]]:
+    ident = cursor.last_id or ""
+    # HubSpot ids are numbers written as text: "999" comes before "1000".
+    order = (0, int(ident), "") if ident.isdigit() else (1, 0, ident)
+    return (cursor.modified_at or datetime.min.replace(tzinfo=UTC), order)
+
+
+def _ahead(new: Cursor, stored: Cursor) -> bool:
+    """A re-read page (the lookback) must not move the stored cursor back."""
+    return stored.modified_at is None or _position(new) >= _position(stored)
+
+
 def _unchanged(brief: repo.Brief | None, remote: RemoteRecord) -> bool:
     """True when the read changes nothing: `decide_remote` would return None (it stays the judge)."""
     return (
@@ -251,7 +263,7 @@ class Engine:
                     _count(stats, write)
                     stats.deleted += 1 if write.deleted else 0
             repo.save_records(session, synced.source, synced.name, writes, now)
-            if save_cursor:
+            if save_cursor and _ahead(page.cursor, Cursor(*repo.get_cursor(session, synced.source, synced.name))):
                 repo.save_cursor(session, synced.source, synced.name, page.cursor.modified_at, page.cursor.last_id, now)
             return stats
 
@@ -303,7 +315,8 @@ class Engine:
                 for e in events
             ]
             new_keys = repo.insert_new_events(session, synced.source, rows, now)
-            fresh = sorted((e for e in events if e.key in new_keys), key=lambda e: (e.at, e.key))
+            once = {e.key: e for e in reversed(events)}  # the same key twice in one batch counts once
+            fresh = sorted((e for k, e in once.items() if k in new_keys), key=lambda e: (e.at, e.key))
             stats.new = len(fresh)
             stored = repo.load_records(session, synced.source, synced.name, sorted({e.record_id for e in fresh}))
             states: dict[str, repo.RecordWrite] = {}
@@ -363,7 +376,10 @@ class Engine:
 
             stats = self.store.run(work)
             total.add(stats)
-            if stats.records < TIMER_BATCH:
+            # A move starts the next stage's clock, which may also have run out by `now`: go round
+            # again until nothing is due. Each round either moves a record (its clock starts later)
+            # or decides it, so this ends.
+            if stats.records == 0 or stats.changed == 0:
                 return total
 
     # --- by hand ---------------------------------------------------------------------------------
@@ -493,5 +509,7 @@ def _merge(write: repo.RecordWrite, decision: Decision, mapping: StageMapping) -
         write.transitions.append(decision.transition)
     if decision.writeback:
         write.writeback = decision.writeback
+    elif decision.cancel_writeback:
+        write.writeback = None  # a later event made the status queued by an earlier one stale
     write.cancel_writeback = write.cancel_writeback or decision.cancel_writeback
     write.next_timer_at = next_timer_at(decision.state, mapping)

@@ -166,6 +166,10 @@ class Drain:
         for item, reason in skip:
             repo.finish_item(session, item.id, item.version, "cancelled", now, reason)
             stats.skipped += 1
+        # The records as they are now: on SQLite the send ran outside any transaction, and a manual set
+        # committed meanwhile must not be reverted by confirming on the snapshot taken before the send.
+        ids = [item.external_id for item, _ in conflicts] + [item.external_id for item in final]
+        stored = {**stored, **repo.load_records(session, synced.source, synced.name, ids)}
         # A person changed the record meanwhile: drop our write, take theirs as a status read (rule 1).
         writes: list[repo.RecordWrite] = []
         for item, remote in conflicts:

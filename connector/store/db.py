@@ -96,7 +96,11 @@ def upgrade(engine: Engine) -> None:
 def open_store(url: str, *, migrate: bool = True, **kwargs: Any) -> Store:
     engine = make_engine(url, **kwargs)
     if migrate:
-        upgrade(engine)
+        try:
+            upgrade(engine)
+        except BaseException:
+            engine.dispose()  # no connection left open behind a refused database
+            raise
     return Store(engine)
 
 
