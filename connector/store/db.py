@@ -46,9 +46,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
-            # The default 2 MB page cache makes every lookup in a large store a disk read.
+            # The default 2 MB page cache makes every lookup in a large store a disk read. A fixed cache,
+            # not mmap: mapped pages count as resident memory and would grow with the store.
             cursor.execute("PRAGMA cache_size=-131072")
-            cursor.execute("PRAGMA mmap_size=1073741824")
             cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 

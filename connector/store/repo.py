@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, func, select, text, update
@@ -84,15 +85,73 @@ def _stored(row: Any) -> StoredRecord:
 
 
 # --- records -------------------------------------------------------------------------------------
+_RECORD_COLUMNS = (
+    "id",
+    "external_id",
+    "stage",
+    "set_by",
+    "remote_status",
+    "stage_entered_at",
+    "last_activity_at",
+    "quarantined",
+    "inactive_decided_at",
+    "owner",
+    "deleted",
+    "converted",
+    "fields",
+)
+
+
+def _utc(value: Any) -> datetime | None:
+    """A timestamp from the driver: text on SQLite (stored as UTC), a datetime on PostgreSQL."""
+    if value is None:
+        return None
+    moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def load_records(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, StoredRecord]:
+    """Whole records by external id, in a few statements.
+
+    Plain driver SQL, like `load_briefs`: parsing timestamps through SQLAlchemy's types cost more
+    than the lookups on a hot path that runs for every changed record of every page.
+    """
+    connection = session.connection()
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     found: dict[str, StoredRecord] = {}
-    table = RECORDS
     for chunk in _chunks(sorted(external_ids), 1000):
-        rows = session.execute(
-            select(table).where(table.c.source == source, table.c.object == obj, table.c.external_id.in_(chunk))
+        sql = (
+            f"SELECT {', '.join(_RECORD_COLUMNS)} FROM records WHERE source = {marker} AND object = {marker} "
+            f"AND external_id IN ({', '.join([marker] * len(chunk))})"
         )
-        for row in rows:
-            found[row.external_id] = _stored(row)
+        for row in connection.exec_driver_sql(sql, (source, obj, *chunk)):
+            (
+                id_,
+                external_id,
+                stage,
+                set_by,
+                remote_status,
+                entered,
+                activity,
+                quarantined_status,
+                decided,
+                owner,
+                deleted,
+                converted,
+                fields,
+            ) = row
+            state = RecordState(
+                stage=stage,
+                set_by=SetBy(set_by) if set_by else None,
+                remote_status=remote_status,
+                stage_entered_at=_utc(entered),
+                last_activity_at=_utc(activity),
+                quarantined=quarantined_status,
+                inactive_decided_at=_utc(decided),
+            )
+            found[external_id] = StoredRecord(
+                id_, external_id, state, owner, bool(deleted), bool(converted), _json(fields)
+            )
     return found
 
 
@@ -110,21 +169,32 @@ class Brief:
 def load_briefs(
     session: Session, source: str, obj: str, external_ids: Sequence[str], *, with_fields: bool = True
 ) -> dict[str, Brief]:
-    """Cheap to read (no timestamps to parse): most reads of a page are our own state coming back."""
+    """Cheap to read: most reads of a page are our own state coming back, and this runs for every one.
+
+    Plain driver SQL: SQLAlchemy's per-row processing cost more than the lookups themselves here.
+    """
+    connection = session.connection()
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    columns = "external_id, remote_status, owner, deleted, converted" + (", fields" if with_fields else "")
     found: dict[str, Brief] = {}
-    table = RECORDS
-    columns = [table.c.external_id, table.c.remote_status, table.c.owner, table.c.deleted, table.c.converted]
-    if with_fields:
-        columns.append(table.c.fields)
     # Sorted, so the index is walked in order rather than at random.
     for chunk in _chunks(sorted(external_ids), 1000):
-        rows = session.execute(
-            select(*columns).where(table.c.source == source, table.c.object == obj, table.c.external_id.in_(chunk))
+        sql = (
+            f"SELECT {columns} FROM records WHERE source = {marker} AND object = {marker} "
+            f"AND external_id IN ({', '.join([marker] * len(chunk))})"
         )
-        for row in rows:
-            fields = row.fields if with_fields else None
-            found[row.external_id] = Brief(row.remote_status, row.owner, fields, row.deleted, row.converted)
+        for row in connection.exec_driver_sql(sql, (source, obj, *chunk)):
+            fields = _json(row[5]) if with_fields else None
+            found[row[0]] = Brief(row[1], row[2], fields, bool(row[3]), bool(row[4]))
     return found
+
+
+def _json(value: Any) -> dict[str, Any] | None:
+    # SQLite hands back JSON as text; PostgreSQL's driver has already decoded it.
+    if value is None or isinstance(value, dict):
+        return value
+    decoded = json.loads(value)
+    return decoded if isinstance(decoded, dict) else None
 
 
 def get_record(session: Session, source: str, obj: str, external_id: str) -> StoredRecord | None:
