@@ -142,13 +142,42 @@ class Drain:
                 failure = exc
         outcomes = [*outcomes, *(WriteOutcome(i.external_id) for i in landed)]
         final = [*final, *landed]
+        moved = self._read_meanwhile(session, synced, stored, final)
         self._in(
             session,
-            lambda tx: self._confirm(tx, synced, now, stored, skip, conflicts, final, outcomes, failure, stats),
+            lambda tx: self._confirm(tx, synced, now, stored, skip, conflicts, final, outcomes, failure, stats, moved),
         )
         if failure is not None and failure.action in (Action.PAUSE, Action.ADMIN):
             raise failure
         return stats
+
+    def _read_meanwhile(
+        self, session: Session | None, synced: SyncedObject, stored: dict[str, repo.StoredRecord], final: list[Claimed]
+    ) -> dict[str, RemoteRecord | None]:
+        """Records a pull read while we were sending, finding a status other than ours, as the CRM has them now.
+
+        On SQLite the drain sends outside any transaction and the daemon's pull job runs beside it: the
+        status that pull read may be a person's, set after our write. Confirming ours over it would make
+        the store believe the CRM holds our status, and ignore that person's status when it comes again.
+        """
+        if not final:
+            return {}
+        ids = [item.external_id for item in final]
+        fresh = self._in(session, lambda tx: repo.load_records(tx, synced.source, synced.name, ids))
+        moved = [
+            item.external_id
+            for item in final
+            if item.external_id in fresh
+            and fresh[item.external_id].state.remote_status
+            not in (stored[item.external_id].state.remote_status, item.status)
+        ]
+        if not moved:
+            return {}
+        try:
+            current = self.source.read_statuses(synced.name, moved)
+        except CrmError:
+            current = {}  # keep what the pull read: a sent write must not stay pending, to be sent again
+        return {rid: current.get(rid) for rid in moved}
 
     def _confirm(
         self,
@@ -162,6 +191,7 @@ class Drain:
         outcomes: Sequence[WriteOutcome],
         failure: CrmError | None,
         stats: DrainStats,
+        moved: dict[str, RemoteRecord | None] | None = None,
     ) -> None:
         for item, reason in skip:
             repo.finish_item(session, item.id, item.version, "cancelled", now, reason)
@@ -190,6 +220,17 @@ class Drain:
             if error is None:
                 confirmed.append((item.id, item.version))
                 record = stored[item.external_id]
+                if moved and item.external_id in moved:
+                    remote = moved[item.external_id]
+                    if remote is None:
+                        continue  # the CRM could not be asked again: keep what the pull read
+                    if remote.status != item.status:
+                        # A pull read another status after we sent ours, and the CRM holds it now: rule 1.
+                        found = decide_remote(record, remote, synced.mapping)
+                        if found is not None:
+                            writes.append(found)
+                        continue
+                    # The CRM holds ours after all: an ordinary confirmation.
                 state = rules.written(record.state, item.status)
                 write = _write_for(record, item.external_id, rules.Decision(state), synced.mapping)
                 writes.append(write)
