@@ -16,6 +16,7 @@ from connector.config import Config, default_config_path, load_config
 from connector.cycle import ObjectOutcome
 from connector.engine import Engine
 from connector.errors import ConfigError, ConnectorError, UsageError
+from connector.progress import counting
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,7 +79,10 @@ def common(func: F) -> F:
     """--config and --now on every command, and one place that turns our errors into exit codes."""
 
     @click.option(
-        "--config", "config_path", type=click.Path(path_type=Path), default=None,
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        default=None,
         help="config file (default ./config.yaml, or $CONNECTOR_CONFIG)",
     )
     @click.option(
@@ -132,8 +136,13 @@ def validate(ctx: Context, live: bool) -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("schema"), show_default=True,
-              help="folder to write config.schema.json and mapping.schema.json to")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("schema"),
+    show_default=True,
+    help="folder to write config.schema.json and mapping.schema.json to",
+)
 def schema(out: Path) -> None:
     """Write JSON Schema for config and mapping files, for editors (yaml-language-server)."""
     from connector.schemas import write_schemas
@@ -250,7 +259,8 @@ def sync(ctx: Context, source: str | None, object_name: str | None, once: bool) 
     jobs = Jobs(engine)
     failed = False
     for synced in engine.objects(source, object_name):
-        outcome = jobs.once(synced, ctx.now)
+        with counting(f"{synced.source} {synced.name}") as report:
+            outcome = jobs.once(synced, ctx.now, lambda stats: report(stats.records))
         _print_outcome(outcome)
         failed = failed or outcome.failed
     sys.exit(1 if failed else 0)
@@ -266,8 +276,17 @@ def sync(ctx: Context, source: str | None, object_name: str | None, once: bool) 
 @click.option("--push", is_flag=True, help="write our stages' statuses where the CRM differs")
 @click.option("--dry-run", is_flag=True, help="print what would change, and change nothing anywhere")
 @common
-def resync(ctx: Context, source: str, object_name: str | None, full: bool, since: datetime | None, ids: str,
-           remap: bool, push: bool, dry_run: bool) -> None:
+def resync(
+    ctx: Context,
+    source: str,
+    object_name: str | None,
+    full: bool,
+    since: datetime | None,
+    ids: str,
+    remap: bool,
+    push: bool,
+    dry_run: bool,
+) -> None:
     """Compare the CRM with the store and repair the drift (or show it with --dry-run)."""
     from connector.resync import ResyncOptions
     from connector.resync import resync as run_resync
@@ -277,7 +296,8 @@ def resync(ctx: Context, source: str, object_name: str | None, full: bool, since
     options = ResyncOptions(full, since, tuple(i.strip() for i in ids.split(",") if i.strip()), remap, push, dry_run)
     engine = ctx.engine(with_sources=not (remap and not (full or since or ids or push)))
     for synced in engine.objects(source, object_name):
-        report = run_resync(engine, synced, options, ctx.now)
+        with counting(f"{synced.source} {synced.name}") as progress:
+            report = run_resync(engine, synced, options, ctx.now, progress)
         for change in report.changes:
             move = f"{change.from_stage or '(new)'} -> {change.to_stage or '(out)'}"
             click.echo(f"  {change.id}: {move}  {change.detail}")

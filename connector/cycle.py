@@ -104,9 +104,15 @@ class Jobs:
         self.engine.store.run(work)
 
     # --- the jobs --------------------------------------------------------------------------------
-    def pull(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome) -> None:
+    def pull(
+        self,
+        synced: SyncedObject,
+        now: datetime,
+        outcome: ObjectOutcome,
+        progress: Callable[[PageStats], None] | None = None,
+    ) -> None:
         def work() -> None:
-            outcome.pulled = self.engine.pull(synced, now, stop=self.stop)
+            outcome.pulled = self.engine.pull(synced, now, progress=progress, stop=self.stop)
             if synced.settings.activity is None or synced.settings.activity.enabled:
                 outcome.events = self.engine.pull_events(synced, now)
 
@@ -128,10 +134,12 @@ class Jobs:
         if result is not None:
             outcome.drained = result
 
-    def once(self, synced: SyncedObject, now: datetime) -> ObjectOutcome:
+    def once(
+        self, synced: SyncedObject, now: datetime, progress: Callable[[PageStats], None] | None = None
+    ) -> ObjectOutcome:
         """One full cycle: pull (records and activity), timers as of `now`, write-back."""
         outcome = ObjectOutcome(synced.source, synced.name)
-        self.pull(synced, now, outcome)
+        self.pull(synced, now, outcome, progress)
         if self.stop.is_set():
             return outcome
         self.timers(synced, now, outcome)

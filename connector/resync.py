@@ -6,7 +6,7 @@ on from where they were.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -63,7 +63,13 @@ def _pages(engine: Engine, synced: SyncedObject, options: ResyncOptions, now: da
         yield from source.pull_all(synced.name)
 
 
-def resync(engine: Engine, synced: SyncedObject, options: ResyncOptions, now: datetime) -> ResyncReport:
+def resync(
+    engine: Engine,
+    synced: SyncedObject,
+    options: ResyncOptions,
+    now: datetime,
+    progress: Callable[[int], None] | None = None,
+) -> ResyncReport:
     report = ResyncReport(synced.source, synced.name)
     if options.remap:
         if options.dry_run:
@@ -74,6 +80,8 @@ def resync(engine: Engine, synced: SyncedObject, options: ResyncOptions, now: da
             return report
     for page in _pages(engine, synced, options, now):
         report.read += len(page.records)
+        if progress is not None:
+            progress(report.read)
         if options.push:
             report.pushed += _push(engine, synced, page.records, now, options.dry_run, report.changes)
         elif options.dry_run:

@@ -7,6 +7,7 @@ our pending write and is applied as a status read from the CRM (rule 1).
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from connector.store.db import Store
 from connector.store.schema import OutboxItem
 
 T = TypeVar("T")
+log = logging.getLogger("connector.writeback")
 
 
 @dataclass
@@ -208,6 +210,14 @@ class Drain:
                 "conflict: the record changed in the CRM meanwhile" if remote else "the record is gone from the CRM"
             )
             repo.finish_item(session, item.id, item.version, "cancelled", now, reason)
+            log.info(
+                "%s %s %s: write-back of %r dropped: %s",
+                synced.source,
+                synced.name,
+                item.external_id,
+                item.status,
+                reason,
+            )
             if remote is not None:
                 write = decide_remote(stored[item.external_id], remote, synced.mapping)
                 if write is not None:
@@ -236,6 +246,14 @@ class Drain:
                 writes.append(write)
             elif error.action is Action.RECORD or item.attempts + 1 >= self.settings.max_attempts:
                 repo.finish_item(session, item.id, item.version, "dead", now, error.describe())
+                log.warning(
+                    "%s %s %s: write-back of %r dead-lettered: %s",
+                    synced.source,
+                    synced.name,
+                    item.external_id,
+                    item.status,
+                    error.describe(),
+                )
                 stats.dead += 1
             else:
                 wait = retry_delay(item.attempts, self.rng)
