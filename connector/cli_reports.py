@@ -39,7 +39,7 @@ def _progress(total: int) -> Callable[[int, int], None] | None:
     """A rich progress bar on a terminal; plain lines otherwise; nothing for small files."""
     if total < LARGE:
         return None
-    stream = click.get_text_stream("stderr")
+    stream = sys.stderr
     if stream.isatty():
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -11,7 +12,7 @@ import click
 @contextmanager
 def counting(label: str) -> Iterator[Callable[[int], None]]:
     """Yields `report(records so far)`; the total of a pull is not known in advance."""
-    stream = click.get_text_stream("stderr")
+    stream = sys.stderr
     if not stream.isatty():
         yield lambda count: click.echo(f"{label}: {count} records read", err=True)
         return
