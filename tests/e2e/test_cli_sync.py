@@ -3,73 +3,46 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
-from connector.cli import main
-from connector.demo import _write_config
-from connector.sandbox.hubspot import HubSpotSandbox
-from connector.sandbox.salesforce import SalesforceSandbox
-
-Crms = tuple[SalesforceSandbox, HubSpotSandbox, Path]
-
-
-@pytest.fixture
-def crms(tmp_path: Path) -> Iterator[Crms]:
-    sf, hs = SalesforceSandbox(), HubSpotSandbox()
-    sf.start()
-    hs.start()
-    try:
-        yield sf, hs, _write_config(tmp_path, sf, hs)
-    finally:
-        sf.stop()
-        hs.stop()
-
-
-def cli(config: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, [*args, "--config", str(config)])
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
+from tests.e2e.conftest import Crms, run_cli
 
 
 def stage_of(config: Path, source: str, obj: str, record: str) -> str:
-    return str(json.loads(cli(config, "explain", source, obj, record, "--json")[1])["stage"])
+    return str(json.loads(run_cli(config, "explain", source, obj, record, "--json")[1])["stage"])
 
 
 def test_sync_once_pulls_every_object_and_reports_progress(crms: Crms) -> None:
     sf, hs, config = crms
     sf.seed("Lead", [{"LastName": f"L{i}", "Company": "x", "Status": "Open - Not Contacted"} for i in range(2500)])
     hs.seed("contacts", [{"email": f"{i}@x.io", "hs_lead_status": "NEW"} for i in range(300)])
-    code, out = cli(config, "sync", "--once")
+    code, out = run_cli(config, "sync", "--once")
     assert code == 0, out
     assert "sfdc Lead: 2000 records read" in out and "sfdc Lead: 2500 records read" in out  # a line per page
     assert "sfdc Lead: pulled 2500 (2500 moved" in out
     assert "hubspot contacts: pulled 300 (300 moved" in out
-    code, out = cli(config, "sync", "sfdc", "Lead", "--once")
+    code, out = run_cli(config, "sync", "sfdc", "Lead", "--once")
     assert code == 0 and "hubspot" not in out
-    assert cli(config, "sync", "sfdc", "Laed", "--once")[0] == 2
+    assert run_cli(config, "sync", "sfdc", "Laed", "--once")[0] == 2
 
 
 def test_resync_dry_run_shows_drift_and_changes_nothing_then_repairs_it(crms: Crms) -> None:
     sf, _, config = crms
     leads = sf.seed("Lead", [{"LastName": f"L{i}", "Company": "x", "Status": "Open - Not Contacted"} for i in range(5)])
-    assert cli(config, "sync", "sfdc", "Lead", "--once")[0] == 0
+    assert run_cli(config, "sync", "sfdc", "Lead", "--once")[0] == 0
     # Drift the incremental pull cannot see: a change stamped an hour before the cursor (a transaction
     # that committed late), beyond the lookback.
     clock = sf.clock
     sf.clock = lambda: clock() - timedelta(hours=1)
     sf.edit_as_person("Lead", leads[2], Status="Working - Contacted")
     sf.clock = clock
-    assert "(0 moved" in cli(config, "sync", "sfdc", "Lead", "--once")[1]  # the pull does not see it
-    code, out = cli(config, "resync", "sfdc", "Lead", "--dry-run")
+    assert "(0 moved" in run_cli(config, "sync", "sfdc", "Lead", "--once")[1]  # the pull does not see it
+    code, out = run_cli(config, "resync", "sfdc", "Lead", "--dry-run")
     assert code == 0, out
     assert f"{leads[2]}: New -> Working" in out and "would change 1" in out
     assert stage_of(config, "sfdc", "Lead", leads[2]) == "New"  # nothing changed
-    code, out = cli(config, "resync", "sfdc", "Lead", "--full")
+    code, out = run_cli(config, "resync", "sfdc", "Lead", "--full")
     assert code == 0 and "repaired 1" in out
     assert stage_of(config, "sfdc", "Lead", leads[2]) == "Working"
 
@@ -77,9 +50,9 @@ def test_resync_dry_run_shows_drift_and_changes_nothing_then_repairs_it(crms: Cr
 def test_resync_push_writes_our_stage_where_the_crm_differs(crms: Crms) -> None:
     sf, _, config = crms
     leads = sf.seed("Lead", [{"LastName": f"L{i}", "Company": "x", "Status": "Open - Not Contacted"} for i in range(3)])
-    assert cli(config, "sync", "sfdc", "Lead", "--once")[0] == 0
-    assert cli(config, "stage", "set", "sfdc", "Lead", leads[0], "Working")[0] == 0
-    code, out = cli(config, "resync", "sfdc", "Lead", "--push", "--ids", leads[0])
+    assert run_cli(config, "sync", "sfdc", "Lead", "--once")[0] == 0
+    assert run_cli(config, "stage", "set", "sfdc", "Lead", leads[0], "Working")[0] == 0
+    code, out = run_cli(config, "resync", "sfdc", "Lead", "--push", "--ids", leads[0])
     assert code == 0 and "pushed" in out
-    assert cli(config, "sync", "sfdc", "Lead", "--once")[0] == 0
+    assert run_cli(config, "sync", "sfdc", "Lead", "--once")[0] == 0
     assert sf.record("Lead", leads[0])["Status"] == "Working - Contacted"

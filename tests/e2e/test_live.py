@@ -2,57 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from connector.cli import main
-from connector.demo import _write_config
 from connector.mapping import read_mapping
-from connector.sandbox.hubspot import HubSpotSandbox
-from connector.sandbox.salesforce import SalesforceSandbox
+from tests.e2e.conftest import Crms, run_cli
 
 
-@pytest.fixture
-def crms(tmp_path: Path) -> Iterator[tuple[SalesforceSandbox, HubSpotSandbox, Path]]:
-    sf, hs = SalesforceSandbox(), HubSpotSandbox()
-    sf.start()
-    hs.start()
-    try:
-        yield sf, hs, _write_config(tmp_path, sf, hs)
-    finally:
-        sf.stop()
-        hs.stop()
-
-
-def cli(config: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, [*args, "--config", str(config)])
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
-
-
-def test_validate_live_lists_an_unmapped_picklist_value(crms: tuple[SalesforceSandbox, HubSpotSandbox, Path]) -> None:
+def test_validate_live_lists_an_unmapped_picklist_value(crms: Crms) -> None:
     sf, hs, config = crms
-    code, out = cli(config, "validate", "--live")
+    code, out = run_cli(config, "validate", "--live")
     assert code == 0, out
     assert "sfdc Lead.Status: every active value is mapped" in out
     assert "hubspot contacts.hs_lead_status: every active value is mapped" in out
     sf.add_picklist_value("Lead", "Status", "Nurturing")
     hs.add_option("contacts", "hs_lead_status", "RECYCLED")
-    code, out = cli(config, "validate", "--live")
+    code, out = run_cli(config, "validate", "--live")
     assert code == 2
     assert "salesforce-lead.yaml: sfdc Lead.Status: 1 active picklist value(s) not in the mapping: 'Nurturing'" in out
     assert "hubspot contacts.hs_lead_status: 1 active picklist value(s) not in the mapping: 'RECYCLED'" in out
 
 
-def test_mapping_init_writes_a_valid_mapping_in_the_crms_order(
-    crms: tuple[SalesforceSandbox, HubSpotSandbox, Path], tmp_path: Path
-) -> None:
+def test_mapping_init_writes_a_valid_mapping_in_the_crms_order(crms: Crms, tmp_path: Path) -> None:
     _, _, config = crms
     out = tmp_path / "lead.yaml"
-    code, text = cli(config, "mapping", "init", "sfdc", "Lead", "--field", "Status", "--out", str(out))
+    code, text = run_cli(config, "mapping", "init", "sfdc", "Lead", "--field", "Status", "--out", str(out))
     assert code == 0, text
     mapping, problems = read_mapping(out)
     assert mapping is not None and not problems
@@ -65,9 +40,9 @@ def test_mapping_init_writes_a_valid_mapping_in_the_crms_order(
     # LeadStatus.IsConverted marks the converted status as a success; "Not Converted" reads as a loss.
     assert [s.category.value for s in mapping.stages] == ["in_progress", "in_progress", "succeeded", "not_succeeded"]
     assert (
-        cli(config, "mapping", "init", "sfdc", "Lead", "--field", "Status", "--out", str(out))[0] == 2
+        run_cli(config, "mapping", "init", "sfdc", "Lead", "--field", "Status", "--out", str(out))[0] == 2
     )  # no overwrite
-    code, text = cli(config, "mapping", "init", "hubspot", "contacts", "--field", "lifecyclestage")
+    code, text = run_cli(config, "mapping", "init", "hubspot", "contacts", "--field", "lifecyclestage")
     assert code == 0 and '"marketingqualifiedlead":' in text
 
 
@@ -79,8 +54,6 @@ def test_mapping_init_writes_a_valid_mapping_in_the_crms_order(
         (("sfcd", "Lead", "--field", "Status"), "unknown source 'sfcd' (did you mean 'sfdc'?)"),
     ],
 )
-def test_mapping_init_refuses_what_is_not_a_picklist(
-    crms: tuple[SalesforceSandbox, HubSpotSandbox, Path], args: tuple[str, ...], message: str
-) -> None:
-    code, out = cli(crms[2], "mapping", "init", *args)
+def test_mapping_init_refuses_what_is_not_a_picklist(crms: Crms, args: tuple[str, ...], message: str) -> None:
+    code, out = run_cli(crms[2], "mapping", "init", *args)
     assert code == 2 and message in out

@@ -88,8 +88,10 @@ def status_json(world: World) -> dict[str, Any]:
 # --- pulling ---------------------------------------------------------------------------------------
 def test_initial_then_incremental_pull(world: World) -> None:
     new, working, lost = world.sandbox.seed(
-        "Lead", [{"LastName": n, "Company": "Acme", "Status": s} for n, s in
-                 [("A", NEW), ("B", WORKING), ("C", CLOSED_LOST)]], modstamp=T0)
+        "Lead",
+        [{"LastName": n, "Company": "Acme", "Status": s} for n, s in [("A", NEW), ("B", WORKING), ("C", CLOSED_LOST)]],
+        modstamp=T0,
+    )
     outcome = world.cycle()
     assert outcome.error is None and outcome.pulled.records == 3
     assert [stage(world, i) for i in (new, working, lost)] == ["New", "Working", "Unresponsive"]
@@ -227,7 +229,10 @@ def test_a_persons_edit_wins_over_a_pending_write(open_world: OpenWorld, db_url:
     found = explain(world.engine, world.synced(), lead)
     assert (found["stage"], found["remote_status"], found["set_by"]) == ("Unresponsive", CLOSED_LOST, "external")
     assert [(h["from"], h["to"], h["cause"]) for h in found["history"]] == [
-        (None, "New", "external"), ("New", "Working", "event"), ("Working", "Unresponsive", "external")]
+        (None, "New", "external"),
+        ("New", "Working", "event"),
+        ("Working", "Unresponsive", "external"),
+    ]
     assert found["writebacks"][-1]["state"] == "cancelled"
     assert "conflict" in found["writebacks"][-1]["error"]
 
@@ -248,12 +253,18 @@ def test_partial_batch_failures_are_dead_lettered(open_world: OpenWorld, tmp_pat
     world = open_world(objects={"Lead": {"status_field": "Status", "mapping": str(mapping)}})
     sandbox = world.sandbox
     ok, picky, validated, other = world.seed_leads(4)
-    (converted,) = sandbox.seed("Lead", [{"LastName": "Z", "Company": "Acme", "Status": CONVERTED}],
-                                modstamp=world.clock.now)
+    (converted,) = sandbox.seed(
+        "Lead", [{"LastName": "Z", "Company": "Acme", "Status": CONVERTED}], modstamp=world.clock.now
+    )
     world.cycle()
     sandbox.convert_lead(converted)  # after our last read: the store does not know yet
-    stages = [(ok, "Converted"), (picky, "Working"), (validated, "Converted"), (other, "Unresponsive"),
-              (converted, "Unresponsive")]
+    stages = [
+        (ok, "Converted"),
+        (picky, "Working"),
+        (validated, "Converted"),
+        (other, "Unresponsive"),
+        (converted, "Unresponsive"),
+    ]
     world.engine.set_stages(world.synced(), stages, world.clock.now)
     sandbox.fail_writes([validated], "FIELD_CUSTOM_VALIDATION_EXCEPTION", "Closing needs a reason")
     sandbox.server.reset_calls()
@@ -264,7 +275,8 @@ def test_partial_batch_failures_are_dead_lettered(open_world: OpenWorld, tmp_pat
     assert sorted(written(world)) == sorted([(ok, CONVERTED), (other, CLOSED_LOST)])
     dead = {i: explain(world.engine, world.synced(), i)["writebacks"][-1] for i in (picky, validated, converted)}
     assert dead[picky]["error"] == (
-        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: bad value for restricted picklist field: Working - Nurturing")
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: bad value for restricted picklist field: Working - Nurturing"
+    )
     assert dead[validated]["error"] == "FIELD_CUSTOM_VALIDATION_EXCEPTION: Closing needs a reason"
     assert dead[converted]["error"] == "CANNOT_UPDATE_CONVERTED_LEAD: cannot reference converted lead"
     assert all(d["state"] == "dead" for d in dead.values())
@@ -377,12 +389,16 @@ def test_tasks_become_activity_events(world: World) -> None:
     (contact,) = sandbox.seed("Contact", [{"LastName": "C", "Stage__c": "Prospect"}], modstamp=world.clock.now)
     world.cycle()
     world.clock.advance(30)
-    sandbox.seed("Task", [
-        {"WhoId": replied, "Subject": "re: pricing", "Type": "Email"},
-        {"WhoId": called, "Subject": "Intro call", "Type": "Call"},
-        {"WhoId": quiet, "Subject": "Note", "Type": "Other"},
-        {"WhoId": contact, "Subject": "RE: hi", "Type": "Email"},
-    ], modstamp=world.clock.now)
+    sandbox.seed(
+        "Task",
+        [
+            {"WhoId": replied, "Subject": "re: pricing", "Type": "Email"},
+            {"WhoId": called, "Subject": "Intro call", "Type": "Call"},
+            {"WhoId": quiet, "Subject": "Note", "Type": "Other"},
+            {"WhoId": contact, "Subject": "RE: hi", "Type": "Email"},
+        ],
+        modstamp=world.clock.now,
+    )
 
     outcome = world.cycle()
     assert (outcome.events.events, outcome.events.new) == (2, 2)
@@ -399,8 +415,11 @@ def test_activity_types_from_the_config(open_world: OpenWorld) -> None:
     world.sandbox.define_object("Task", {"CallType": ["Inbound", "Outbound"]})
     a, b = world.seed_leads(2)
     world.cycle()
-    world.sandbox.seed("Task", [{"WhoId": a, "CallType": "outbound", "Type": "Call"},
-                                {"WhoId": b, "CallType": "Inbound", "Type": "Call"}], modstamp=world.clock.now)
+    world.sandbox.seed(
+        "Task",
+        [{"WhoId": a, "CallType": "outbound", "Type": "Call"}, {"WhoId": b, "CallType": "Inbound", "Type": "Call"}],
+        modstamp=world.clock.now,
+    )
     assert world.cycle().events.new == 1
     assert (stage(world, a), stage(world, b)) == ("Working", "New")
 
@@ -411,7 +430,11 @@ def test_describe_field(open_world: OpenWorld) -> None:
     lead = world.source.describe_field("Lead")
     assert lead.exists and lead.is_picklist and lead.type == "picklist"
     assert [(v.value, v.order, v.converted) for v in lead.values] == [
-        (NEW, 1, False), (WORKING, 2, False), (CONVERTED, 3, True), (CLOSED_LOST, 4, False)]
+        (NEW, 1, False),
+        (WORKING, 2, False),
+        (CONVERTED, 3, True),
+        (CLOSED_LOST, 4, False),
+    ]
     contact = world.source.describe_field("Contact")
     assert [v.value for v in contact.values] == ["Prospect", "Engaged", "Opportunity", "Customer", "Churned"]
     assert world.source.describe_field("User").exists is False
