@@ -17,8 +17,17 @@ from connector import rules
 from connector.config import Config, SyncedObject
 from connector.errors import UsageError
 from connector.mapping import StageMapping
-from connector.rules import Cause, Decision, RecordState, SetBy, Transition
-from connector.sources.base import Cursor, Page, RemoteEvent, RemoteRecord, Source
+from connector.record_writes import (
+    assign_owner,
+    decide_remote,
+    next_timer_at,
+    our_write,
+    plain_write,
+    unchanged,
+    write_for,
+)
+from connector.rules import Decision, SetBy
+from connector.sources.base import Cursor, Page, RemoteEvent, Source
 from connector.store import repo
 from connector.store.db import Store
 from connector.yamlfile import suggest
@@ -52,56 +61,6 @@ class EventStats:
     moves: PageStats = field(default_factory=PageStats)
 
 
-def next_timer_at(state: RecordState, mapping: StageMapping) -> datetime | None:
-    """When the timer job must look at this record again (None: nothing pending)."""
-    if state.inactive_decided_at is not None and state.inactive_decided_at == state.inactive_since():
-        return None
-    return rules.next_inactive_deadline(state, mapping)
-
-
-def assign_owner(write: repo.RecordWrite, mapping: StageMapping) -> None:
-    """On entering a stage with an owner (or `assign:` rules), write the owner back with the status."""
-    moves = [t for t in write.transitions if not t.suppressed and t.to_stage and t.to_stage != t.from_stage]
-    if not moves or write.deleted or write.converted or not mapping.has_stage(moves[-1].to_stage or ""):
-        return
-    stage = mapping.stage(moves[-1].to_stage or "")
-    fields = {k: None if v is None else str(v) for k, v in (write.fields or {}).items()}
-    owner = stage.owner or next((rule.owner for rule in stage.assign if rule.matches(fields)), None)
-    if owner is None or owner == write.owner:
-        return
-    write.owner = write.assigned_owner = owner
-    write.transitions[write.transitions.index(moves[-1])] = replace(moves[-1], owner=owner)
-    if write.writeback is None:
-        # An external move needs no status write, but the new owner still has to reach the CRM.
-        write.writeback = write.state.remote_status or mapping.status_for_stage(stage.name)
-
-
-def _write_for(
-    stored: repo.StoredRecord | None, external_id: str, decision: Decision, mapping: StageMapping
-) -> repo.RecordWrite:
-    write = _plain_write(stored, external_id, decision, mapping)
-    assign_owner(write, mapping)
-    return write
-
-
-def _plain_write(
-    stored: repo.StoredRecord | None, external_id: str, decision: Decision, mapping: StageMapping
-) -> repo.RecordWrite:
-    return repo.RecordWrite(
-        external_id=external_id,
-        record_id=stored.id if stored else None,
-        state=decision.state,
-        transitions=[decision.transition] if decision.transition else [],
-        writeback=decision.writeback,
-        cancel_writeback=decision.cancel_writeback,
-        next_timer_at=next_timer_at(decision.state, mapping),
-        owner=stored.owner if stored else None,
-        fields=stored.fields if stored else None,
-        deleted=stored.deleted if stored else False,
-        converted=stored.converted if stored else False,
-    )
-
-
 def _count(stats: PageStats, write: repo.RecordWrite) -> None:
     stats.changed += 1
     for transition in write.transitions:
@@ -116,61 +75,6 @@ def _count(stats: PageStats, write: repo.RecordWrite) -> None:
     stats.quarantined += 1 if write.state.quarantined else 0
 
 
-def decide_remote(
-    stored: repo.StoredRecord | None, remote: RemoteRecord, mapping: StageMapping
-) -> repo.RecordWrite | None:
-    """What a record read from the CRM changes in the store, or None when nothing does."""
-    state = stored.state if stored else RecordState()
-    at = remote.modified_at
-    if remote.deleted:
-        if stored is not None and stored.deleted:
-            return None
-        gone = Transition(
-            at, state.stage, None, Cause.EXTERNAL, "deleted", reason="deleted in the CRM; out of the funnel"
-        )
-        write = repo.RecordWrite(
-            remote.id,
-            stored.id if stored else None,
-            replace(state, remote_status=remote.status),
-            transitions=[gone],
-            cancel_writeback=True,
-            deleted=True,
-            owner=remote.owner,
-            fields=dict(remote.fields) or None,
-            remote_modified_at=at,
-            converted=remote.converted,
-        )
-        return write
-    decision = rules.on_status(state, remote.status or "", mapping, at)
-    fields = dict(remote.fields) or None
-    unchanged_extras = stored is not None and (
-        stored.owner == remote.owner
-        and stored.fields == fields
-        and stored.converted == remote.converted
-        and not stored.deleted
-    )
-    if not decision.changed and decision.state == state and unchanged_extras:
-        return None
-    write = _plain_write(stored, remote.id, decision, mapping)
-    write.owner, write.fields, write.converted, write.deleted = remote.owner, fields, remote.converted, False
-    write.remote_modified_at = at
-    assign_owner(write, mapping)
-    if remote.converted:
-        # A converted lead is read-only in Salesforce: never queue a write for it.
-        write.writeback, write.cancel_writeback = None, True
-    return write
-
-
-def _our_write(stored: repo.StoredRecord, remote: RemoteRecord, pending_status: str) -> bool:
-    """The CRM holds the status our pending write-back carries, and the store does not know it yet."""
-    return (
-        not remote.deleted
-        and not stored.deleted
-        and remote.status == pending_status
-        and remote.status != stored.state.remote_status
-    )
-
-
 def _position(cursor: Cursor) -> tuple[datetime, tuple[int, int, str]]:
     ident = cursor.last_id or ""
     # HubSpot ids are numbers written as text: "999" comes before "1000".
@@ -181,19 +85,6 @@ def _position(cursor: Cursor) -> tuple[datetime, tuple[int, int, str]]:
 def _ahead(new: Cursor, stored: Cursor) -> bool:
     """A re-read page (the lookback) must not move the stored cursor back."""
     return stored.modified_at is None or _position(new) >= _position(stored)
-
-
-def _unchanged(brief: repo.Brief | None, remote: RemoteRecord) -> bool:
-    """True when the read changes nothing: `decide_remote` would return None (it stays the judge)."""
-    return (
-        brief is not None
-        and not remote.deleted
-        and not brief.deleted
-        and (remote.status or "") == (brief.remote_status or "")
-        and brief.owner == remote.owner
-        and brief.fields == (dict(remote.fields) or None)
-        and brief.converted == remote.converted
-    )
 
 
 class Engine:
@@ -239,19 +130,19 @@ class Engine:
                 [r.id for r in page.records],
                 with_fields=bool(synced.settings.fields),
             )
-            candidates = [r for r in page.records if not _unchanged(briefs.get(r.id), r)]
+            candidates = [r for r in page.records if not unchanged(briefs.get(r.id), r)]
             stored = repo.load_records(session, synced.source, synced.name, [r.id for r in candidates])
             pending = repo.pending_writebacks(session, [s.id for s in stored.values()])
             writes: list[repo.RecordWrite] = []
             for remote in candidates:
                 record = stored.get(remote.id)
                 item = pending.get(record.id) if record is not None else None
-                if record is not None and item is not None and _our_write(record, remote, item[2]):
+                if record is not None and item is not None and our_write(record, remote, item[2]):
                     # Our write-back reached the CRM but its confirmation was lost (a crash between the
                     # two): reading it back is the confirmation, not a person's change (rule 1).
                     record = replace(record, state=rules.written(record.state, item[2]))
                     repo.finish_item(session, item[0], item[1], "done", now, "confirmed by reading it back")
-                    confirmed = decide_remote(record, remote, synced.mapping) or _plain_write(
+                    confirmed = decide_remote(record, remote, synced.mapping) or plain_write(
                         record, remote.id, Decision(record.state), synced.mapping
                     )
                     confirmed.remote_modified_at = remote.modified_at
@@ -325,7 +216,7 @@ class Engine:
                 if record is None or record.deleted:
                     stats.orphans += 1
                     continue
-                write = states.get(event.record_id) or _write_for(
+                write = states.get(event.record_id) or write_for(
                     record, record.external_id, Decision(record.state), synced.mapping
                 )
                 decision = rules.on_activity(write.state, event.type, synced.mapping, event.at)
@@ -367,7 +258,7 @@ class Engine:
                 writes = []
                 for record in due:
                     decision = rules.on_time(record.state, synced.mapping, now)
-                    write = _write_for(record, record.external_id, decision, synced.mapping)
+                    write = write_for(record, record.external_id, decision, synced.mapping)
                     writes.append(write)
                     if decision.changed:
                         _count(stats, write)
@@ -415,7 +306,7 @@ class Engine:
             decision = rules.manual_set(record.state, stage, synced.mapping, now, by, note)
             if record.converted:
                 decision = replace(decision, writeback=None)
-            write = _write_for(record, external_id, decision, synced.mapping)
+            write = write_for(record, external_id, decision, synced.mapping)
             repo.save_records(session, synced.source, synced.name, [write], now)
             return decision
 
@@ -445,7 +336,7 @@ class Engine:
                     decision = rules.manual_set(record.state, stage, synced.mapping, now, by, note)
                     if record.converted:
                         decision = replace(decision, writeback=None)
-                    writes.append(_write_for(record, external_id, decision, synced.mapping))
+                    writes.append(write_for(record, external_id, decision, synced.mapping))
                     done[external_id] = decision
                 repo.save_records(session, synced.source, synced.name, writes, now)
                 return done
@@ -458,7 +349,7 @@ class Engine:
             record = self._one(session, synced, external_id)
             decision = rules.unlock(record.state, now)
             repo.save_records(
-                session, synced.source, synced.name, [_write_for(record, external_id, decision, synced.mapping)], now
+                session, synced.source, synced.name, [write_for(record, external_id, decision, synced.mapping)], now
             )
             return decision
 
@@ -492,7 +383,7 @@ class Engine:
                 for record in stored.values():
                     decision = rules.remap(record.state, synced.mapping, now)
                     if decision.changed or decision.state != record.state:
-                        write = _write_for(record, record.external_id, decision, synced.mapping)
+                        write = write_for(record, record.external_id, decision, synced.mapping)
                         writes.append(write)
                         _count(stats, write)
                 repo.save_records(session, synced.source, synced.name, writes, now)

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 from connector import rules
 from connector.config import SyncedObject
-from connector.engine import Engine, PageStats, _write_for, decide_remote
+from connector.engine import Engine, PageStats
 from connector.errors import UsageError
+from connector.record_writes import decide_remote, write_for
 from connector.sources.base import Cursor, Page, RemoteRecord
 from connector.store import repo
 
@@ -152,7 +153,7 @@ def _push(
             queued += 1
             if not dry_run:
                 state = rules.written(record.state, remote.status or "")
-                writes.append(_write_for(record, remote.id, rules.Decision(state, writeback=want), synced.mapping))
+                writes.append(write_for(record, remote.id, rules.Decision(state, writeback=want), synced.mapping))
         if writes:
             repo.save_records(session, synced.source, synced.name, writes, now)
         return queued

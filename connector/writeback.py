@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from connector import rules
 from connector.config import SyncedObject, Writeback
-from connector.engine import _write_for, decide_remote
+from connector.record_writes import decide_remote, write_for
 from connector.sources.base import RemoteRecord, Source, StatusWrite, WriteOutcome
 from connector.sources.errors import Action, CrmError, SourcePaused
 from connector.store import repo
@@ -242,7 +242,7 @@ class Drain:
                         continue
                     # The CRM holds ours after all: an ordinary confirmation.
                 state = rules.written(record.state, item.status)
-                write = _write_for(record, item.external_id, rules.Decision(state), synced.mapping)
+                write = write_for(record, item.external_id, rules.Decision(state), synced.mapping)
                 writes.append(write)
             elif error.action is Action.RECORD or item.attempts + 1 >= self.settings.max_attempts:
                 repo.finish_item(session, item.id, item.version, "dead", now, error.describe())

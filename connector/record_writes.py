@@ -1,0 +1,134 @@
+"""How a read from the CRM, or a rule's decision, becomes one record's write to the store.
+
+Shared by the engine (pages, events, timers, manual sets), the outbox drain (confirmations and
+conflicts) and resync; pure apart from the store's data types, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from connector import rules
+from connector.mapping import StageMapping
+from connector.rules import Cause, Decision, RecordState, Transition
+from connector.sources.base import RemoteRecord
+from connector.store import repo
+
+
+def next_timer_at(state: RecordState, mapping: StageMapping) -> datetime | None:
+    """When the timer job must look at this record again (None: nothing pending)."""
+    if state.inactive_decided_at is not None and state.inactive_decided_at == state.inactive_since():
+        return None
+    return rules.next_inactive_deadline(state, mapping)
+
+
+def assign_owner(write: repo.RecordWrite, mapping: StageMapping) -> None:
+    """On entering a stage with an owner (or `assign:` rules), write the owner back with the status."""
+    moves = [t for t in write.transitions if not t.suppressed and t.to_stage and t.to_stage != t.from_stage]
+    if not moves or write.deleted or write.converted or not mapping.has_stage(moves[-1].to_stage or ""):
+        return
+    stage = mapping.stage(moves[-1].to_stage or "")
+    fields = {k: None if v is None else str(v) for k, v in (write.fields or {}).items()}
+    owner = stage.owner or next((rule.owner for rule in stage.assign if rule.matches(fields)), None)
+    if owner is None or owner == write.owner:
+        return
+    write.owner = write.assigned_owner = owner
+    write.transitions[write.transitions.index(moves[-1])] = replace(moves[-1], owner=owner)
+    if write.writeback is None:
+        # An external move needs no status write, but the new owner still has to reach the CRM.
+        write.writeback = write.state.remote_status or mapping.status_for_stage(stage.name)
+
+
+def write_for(
+    stored: repo.StoredRecord | None, external_id: str, decision: Decision, mapping: StageMapping
+) -> repo.RecordWrite:
+    write = plain_write(stored, external_id, decision, mapping)
+    assign_owner(write, mapping)
+    return write
+
+
+def plain_write(
+    stored: repo.StoredRecord | None, external_id: str, decision: Decision, mapping: StageMapping
+) -> repo.RecordWrite:
+    return repo.RecordWrite(
+        external_id=external_id,
+        record_id=stored.id if stored else None,
+        state=decision.state,
+        transitions=[decision.transition] if decision.transition else [],
+        writeback=decision.writeback,
+        cancel_writeback=decision.cancel_writeback,
+        next_timer_at=next_timer_at(decision.state, mapping),
+        owner=stored.owner if stored else None,
+        fields=stored.fields if stored else None,
+        deleted=stored.deleted if stored else False,
+        converted=stored.converted if stored else False,
+    )
+
+
+def decide_remote(
+    stored: repo.StoredRecord | None, remote: RemoteRecord, mapping: StageMapping
+) -> repo.RecordWrite | None:
+    """What a record read from the CRM changes in the store, or None when nothing does."""
+    state = stored.state if stored else RecordState()
+    at = remote.modified_at
+    if remote.deleted:
+        if stored is not None and stored.deleted:
+            return None
+        gone = Transition(
+            at, state.stage, None, Cause.EXTERNAL, "deleted", reason="deleted in the CRM; out of the funnel"
+        )
+        write = repo.RecordWrite(
+            remote.id,
+            stored.id if stored else None,
+            replace(state, remote_status=remote.status),
+            transitions=[gone],
+            cancel_writeback=True,
+            deleted=True,
+            owner=remote.owner,
+            fields=dict(remote.fields) or None,
+            remote_modified_at=at,
+            converted=remote.converted,
+        )
+        return write
+    decision = rules.on_status(state, remote.status or "", mapping, at)
+    fields = dict(remote.fields) or None
+    unchanged_extras = stored is not None and (
+        stored.owner == remote.owner
+        and stored.fields == fields
+        and stored.converted == remote.converted
+        and not stored.deleted
+    )
+    if not decision.changed and decision.state == state and unchanged_extras:
+        return None
+    write = plain_write(stored, remote.id, decision, mapping)
+    write.owner, write.fields, write.converted, write.deleted = remote.owner, fields, remote.converted, False
+    write.remote_modified_at = at
+    assign_owner(write, mapping)
+    if remote.converted:
+        # A converted lead is read-only in Salesforce: never queue a write for it.
+        write.writeback, write.cancel_writeback = None, True
+    return write
+
+
+def our_write(stored: repo.StoredRecord, remote: RemoteRecord, pending_status: str) -> bool:
+    """The CRM holds the status our pending write-back carries, and the store does not know it yet."""
+    return (
+        not remote.deleted
+        and not stored.deleted
+        and remote.status == pending_status
+        and remote.status != stored.state.remote_status
+    )
+
+
+def unchanged(brief: repo.Brief | None, remote: RemoteRecord) -> bool:
+    """True when the read changes nothing: `decide_remote` would return None (it stays the judge)."""
+    return (
+        brief is not None
+        and not remote.deleted
+        and not brief.deleted
+        and (remote.status or "") == (brief.remote_status or "")
+        and brief.owner == remote.owner
+        and brief.fields == (dict(remote.fields) or None)
+        and brief.converted == remote.converted
+    )
