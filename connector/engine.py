@@ -26,7 +26,7 @@ from connector.record_writes import (
     unchanged,
     write_for,
 )
-from connector.rules import Decision, SetBy
+from connector.rules import Decision, SetBy, Transition
 from connector.sources.base import Cursor, Page, RemoteEvent, Source
 from connector.store import repo
 from connector.store.db import Store
@@ -363,34 +363,38 @@ class Engine:
         key = f"cli:{external_id}:{event_type}:{at.isoformat()}"
         return self.apply_events(synced, [RemoteEvent(external_id, event_type, at, key)], now)
 
-    def remap(self, synced: SyncedObject, now: datetime, ids: Iterable[str] | None = None) -> PageStats:
-        """After a mapping change: every record's stage follows its CRM status under the new table."""
-        from connector.store.schema import Record
+    def remap(
+        self, synced: SyncedObject, now: datetime, ids: Iterable[str] | None = None, *, dry_run: bool = False
+    ) -> tuple[PageStats, list[tuple[str, Transition]]]:
+        """After a mapping change: every record's stage follows its CRM status under the new table.
 
+        Returns the stats and each record's transition; with `dry_run` nothing is saved.
+        """
+        if ids is None:
+            with self.store.transaction() as session:
+                ids = repo.external_ids(session, synced.source, synced.name)
+        all_ids = sorted(ids)
         total = PageStats()
-        with self.store.transaction() as session:
-            query = session.query(Record.external_id).filter(
-                Record.source == synced.source, Record.object == synced.name
-            )
-            all_ids = sorted(ids) if ids is not None else [r for (r,) in query]
+        moves: list[tuple[str, Transition]] = []
         for start in range(0, len(all_ids), 1000):
             chunk = all_ids[start : start + 1000]
 
             def work(session: Session, chunk: list[str] = chunk) -> PageStats:
                 stats = PageStats(records=len(chunk))
-                stored = repo.load_records(session, synced.source, synced.name, chunk)
                 writes = []
-                for record in stored.values():
+                for record in repo.load_records(session, synced.source, synced.name, chunk).values():
                     decision = rules.remap(record.state, synced.mapping, now)
                     if decision.changed or decision.state != record.state:
                         write = write_for(record, record.external_id, decision, synced.mapping)
                         writes.append(write)
+                        moves.extend((record.external_id, t) for t in write.transitions)
                         _count(stats, write)
-                repo.save_records(session, synced.source, synced.name, writes, now)
+                if not dry_run:
+                    repo.save_records(session, synced.source, synced.name, writes, now)
                 return stats
 
             total.add(self.store.run(work))
-        return total
+        return total, moves
 
 
 def _merge(write: repo.RecordWrite, decision: Decision, mapping: StageMapping) -> None:

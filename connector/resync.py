@@ -73,10 +73,11 @@ def resync(
 ) -> ResyncReport:
     report = ResyncReport(synced.source, synced.name)
     if options.remap:
+        stats, moves = engine.remap(synced, now, options.ids or None, dry_run=options.dry_run)
         if options.dry_run:
-            report.changes.extend(_preview_remap(engine, synced, now))
+            report.changes.extend(Change(i, t.from_stage, t.to_stage, t.reason or "remapped") for i, t in moves)
         else:
-            report.repaired.add(engine.remap(synced, now, options.ids or None))
+            report.repaired.add(stats)
         if not (options.full or options.since or options.ids or options.push):
             return report
     for page in _pages(engine, synced, options, now):
@@ -107,23 +108,6 @@ def _preview(engine: Engine, synced: SyncedObject, records: Sequence[RemoteRecor
                     transition.reason or f"CRM status {remote.status!r}",
                 )
             )
-    return changes
-
-
-def _preview_remap(engine: Engine, synced: SyncedObject, now: datetime) -> list[Change]:
-    from connector.store.repo import RECORDS
-
-    changes = []
-    with engine.store.transaction() as session:
-        rows = session.execute(
-            RECORDS.select().where(RECORDS.c.source == synced.source, RECORDS.c.object == synced.name)
-        )
-        for row in rows:
-            state = repo._state_of(row)
-            decision = rules.remap(state, synced.mapping, now)
-            if decision.transition is not None:
-                t = decision.transition
-                changes.append(Change(row.external_id, t.from_stage, t.to_stage, t.reason or "remapped"))
     return changes
 
 

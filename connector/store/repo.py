@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -68,22 +68,6 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _state_of(row: Any) -> RecordState:
-    return RecordState(
-        stage=row.stage,
-        set_by=SetBy(row.set_by) if row.set_by else None,
-        remote_status=row.remote_status,
-        stage_entered_at=row.stage_entered_at,
-        last_activity_at=row.last_activity_at,
-        quarantined=row.quarantined,
-        inactive_decided_at=row.inactive_decided_at,
-    )
-
-
-def _stored(row: Any) -> StoredRecord:
-    return StoredRecord(row.id, row.external_id, _state_of(row), row.owner, row.deleted, row.converted, row.fields)
-
-
 # --- records -------------------------------------------------------------------------------------
 _RECORD_COLUMNS = (
     "id",
@@ -110,49 +94,57 @@ def _utc(value: Any) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def load_records(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, StoredRecord]:
-    """Whole records by external id, in a few statements.
+def stored_from_row(row: Sequence[Any]) -> StoredRecord:
+    """A record from a row of `_RECORD_COLUMNS`, whether the driver or SQLAlchemy's types produced it."""
+    (
+        id_,
+        external_id,
+        stage,
+        set_by,
+        remote_status,
+        entered,
+        activity,
+        quarantined_status,
+        decided,
+        owner,
+        deleted,
+        converted,
+        fields,
+    ) = row
+    state = RecordState(
+        stage=stage,
+        set_by=SetBy(set_by) if set_by else None,
+        remote_status=remote_status,
+        stage_entered_at=_utc(entered),
+        last_activity_at=_utc(activity),
+        quarantined=quarantined_status,
+        inactive_decided_at=_utc(decided),
+    )
+    return StoredRecord(id_, external_id, state, owner, bool(deleted), bool(converted), _json(fields))
 
-    Plain driver SQL, like `load_briefs`: parsing timestamps through SQLAlchemy's types cost more
-    than the lookups on a hot path that runs for every changed record of every page.
+
+def _by_ids(
+    session: Session, columns: Sequence[str], source: str, obj: str, external_ids: Sequence[str]
+) -> Iterator[Any]:
+    """Rows of `records` for these external ids, as the driver returns them.
+
+    Plain driver SQL on these hot paths (every record of every page): SQLAlchemy's per-row processing
+    cost more than the lookups themselves. Ids are sorted, so the index is walked in order.
     """
     connection = session.connection()
     marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    found: dict[str, StoredRecord] = {}
     for chunk in _chunks(sorted(external_ids), 1000):
         sql = (
-            f"SELECT {', '.join(_RECORD_COLUMNS)} FROM records WHERE source = {marker} AND object = {marker} "
+            f"SELECT {', '.join(columns)} FROM records WHERE source = {marker} AND object = {marker} "
             f"AND external_id IN ({', '.join([marker] * len(chunk))})"
         )
-        for row in connection.exec_driver_sql(sql, (source, obj, *chunk)):
-            (
-                id_,
-                external_id,
-                stage,
-                set_by,
-                remote_status,
-                entered,
-                activity,
-                quarantined_status,
-                decided,
-                owner,
-                deleted,
-                converted,
-                fields,
-            ) = row
-            state = RecordState(
-                stage=stage,
-                set_by=SetBy(set_by) if set_by else None,
-                remote_status=remote_status,
-                stage_entered_at=_utc(entered),
-                last_activity_at=_utc(activity),
-                quarantined=quarantined_status,
-                inactive_decided_at=_utc(decided),
-            )
-            found[external_id] = StoredRecord(
-                id_, external_id, state, owner, bool(deleted), bool(converted), _json(fields)
-            )
-    return found
+        yield from connection.exec_driver_sql(sql, (source, obj, *chunk))
+
+
+def load_records(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, StoredRecord]:
+    """Whole records by external id."""
+    records = (stored_from_row(row) for row in _by_ids(session, _RECORD_COLUMNS, source, obj, external_ids))
+    return {record.external_id: record for record in records}
 
 
 @dataclass(frozen=True)
@@ -169,23 +161,12 @@ class Brief:
 def load_briefs(
     session: Session, source: str, obj: str, external_ids: Sequence[str], *, with_fields: bool = True
 ) -> dict[str, Brief]:
-    """Cheap to read: most reads of a page are our own state coming back, and this runs for every one.
-
-    Plain driver SQL: SQLAlchemy's per-row processing cost more than the lookups themselves here.
-    """
-    connection = session.connection()
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    columns = "external_id, remote_status, owner, deleted, converted" + (", fields" if with_fields else "")
+    """Cheap to read: most reads of a page are our own state coming back, and this runs for every one."""
+    columns = ["external_id", "remote_status", "owner", "deleted", "converted"] + (["fields"] if with_fields else [])
     found: dict[str, Brief] = {}
-    # Sorted, so the index is walked in order rather than at random.
-    for chunk in _chunks(sorted(external_ids), 1000):
-        sql = (
-            f"SELECT {columns} FROM records WHERE source = {marker} AND object = {marker} "
-            f"AND external_id IN ({', '.join([marker] * len(chunk))})"
-        )
-        for row in connection.exec_driver_sql(sql, (source, obj, *chunk)):
-            fields = _json(row[5]) if with_fields else None
-            found[row[0]] = Brief(row[1], row[2], fields, bool(row[3]), bool(row[4]))
+    for row in _by_ids(session, columns, source, obj, external_ids):
+        fields = _json(row[5]) if with_fields else None
+        found[row[0]] = Brief(row[1], row[2], fields, bool(row[3]), bool(row[4]))
     return found
 
 
@@ -197,6 +178,12 @@ def _json(value: Any) -> dict[str, Any] | None:
     return decoded if isinstance(decoded, dict) else None
 
 
+def external_ids(session: Session, source: str, obj: str) -> list[str]:
+    return list(
+        session.scalars(select(RECORDS.c.external_id).where(RECORDS.c.source == source, RECORDS.c.object == obj))
+    )
+
+
 def get_record(session: Session, source: str, obj: str, external_id: str) -> StoredRecord | None:
     return load_records(session, source, obj, [external_id]).get(external_id)
 
@@ -204,12 +191,12 @@ def get_record(session: Session, source: str, obj: str, external_id: str) -> Sto
 def due_for_timers(session: Session, source: str, obj: str, now: datetime, limit: int) -> list[StoredRecord]:
     table = RECORDS
     rows = session.execute(
-        select(table)
+        select(*(table.c[name] for name in _RECORD_COLUMNS))
         .where(table.c.source == source, table.c.object == obj, table.c.next_timer_at <= now, ~table.c.deleted)
         .order_by(table.c.next_timer_at, table.c.id)
         .limit(limit)
     )
-    return [_stored(row) for row in rows]
+    return [stored_from_row(row) for row in rows]
 
 
 def _record_values(source: str, obj: str, write: RecordWrite, now: datetime) -> dict[str, Any]:

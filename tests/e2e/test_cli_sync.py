@@ -56,3 +56,24 @@ def test_resync_push_writes_our_stage_where_the_crm_differs(crms: Crms) -> None:
     assert code == 0 and "pushed" in out
     assert run_cli(config, "sync", "sfdc", "Lead", "--once")[0] == 0
     assert sf.record("Lead", leads[0])["Status"] == "Working - Contacted"
+
+
+def test_resync_remap_previews_then_applies_a_mapping_change(crms: Crms) -> None:
+    sf, _, config = crms
+    leads = sf.seed("Lead", [{"LastName": f"L{i}", "Company": "x", "Status": "Open - Not Contacted"} for i in range(3)])
+    assert run_cli(config, "sync", "sfdc", "Lead", "--once")[0] == 0
+    mapping = config.parent / "mappings" / "salesforce-lead.yaml"
+    text = mapping.read_text()
+    # RevOps decide that a lead not yet contacted already counts as Working (and the reverse).
+    text = text.replace("Open - Not Contacted: New", "Open - Not Contacted: WORKING").replace(
+        "Working - Contacted: Working", "Working - Contacted: New"
+    )
+    mapping.write_text(text.replace("WORKING", "Working"))
+    code, out = run_cli(config, "resync", "sfdc", "Lead", "--remap", "--dry-run")
+    assert code == 0, out
+    assert out.count("New -> Working") == 3 and "would change 3" in out
+    assert stage_of(config, "sfdc", "Lead", leads[0]) == "New"  # nothing changed
+    code, out = run_cli(config, "resync", "sfdc", "Lead", "--remap")
+    assert code == 0 and "repaired 3" in out
+    assert [stage_of(config, "sfdc", "Lead", lead) for lead in leads] == ["Working"] * 3
+    assert sf.writes("Lead") == []  # a remap follows the CRM; it writes nothing back
