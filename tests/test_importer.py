@@ -18,6 +18,7 @@ from connector.engine import Engine
 from connector.sources.base import Cursor, Page, RemoteRecord
 from connector.store.db import Store, open_store
 from connector.store.schema import OutboxItem, Record, TransitionRow
+from tests.support import offline_config
 
 # tenacity 9.2 deprecates `wait_exponential_jitter(initial=...)`, which `Store.run` passes (store/db.py).
 pytestmark = pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
@@ -38,27 +39,13 @@ statuses:
   Closed - Not Converted: Unresponsive
 """
 
-CONFIG = """\
-database: "{db}"
-sources:
-  sfdc:
-    type: salesforce
-    instance_url: https://acme.my.salesforce.com
-    auth: {{method: token, access_token: not-a-secret}}
-    objects:
-      Lead: {{status_field: Status, mapping: lead.yaml}}
-"""
-
 # Fifteen-character Salesforce ids (as reports export them) and their eighteen-character forms.
 ID15 = "00Q5e00000AbCdE"
 ID18 = importer.salesforce_id18(ID15)
 
 
 def write_config(folder: Path, db_url: str) -> Path:
-    (folder / "lead.yaml").write_text(MAPPING)
-    path = folder / "config.yaml"
-    path.write_text(CONFIG.format(db=db_url))
-    return path
+    return offline_config(folder, MAPPING, database=db_url, source="sfdc", mapping_file="lead.yaml")
 
 
 @pytest.fixture
@@ -120,8 +107,20 @@ def test_bad_rows_are_rejected_with_reasons_good_rows_apply_and_exit_is_1(
     csv_path = config.parent / "leads.csv"
     csv_path.write_bytes(("\r\n".join(rows) + "\r\n").encode("utf-8-sig"))
 
-    result = run(["import", str(csv_path), "--source", "sfdc", "--object", "Lead", "--config", str(config),
-                  "--now", NOW.isoformat()])
+    result = run(
+        [
+            "import",
+            str(csv_path),
+            "--source",
+            "sfdc",
+            "--object",
+            "Lead",
+            "--config",
+            str(config),
+            "--now",
+            NOW.isoformat(),
+        ]
+    )
 
     assert result.exit_code == 1, result.output
     assert result.stdout.splitlines() == [
@@ -148,7 +147,9 @@ def test_bad_rows_are_rejected_with_reasons_good_rows_apply_and_exit_is_1(
     assert now[ID18] == ("Unresponsive", "import")
     assert now["L3"] == now["L4"] == now["L5"] == ("New", "external")
     assert pending(engine.store) == {
-        "L1": "Working - Contacted", "L2": "Closed - Converted", ID18: "Closed - Not Converted",
+        "L1": "Working - Contacted",
+        "L2": "Closed - Converted",
+        ID18: "Closed - Not Converted",
     }
     with engine.store.transaction() as session:
         history = session.execute(
@@ -192,8 +193,21 @@ def test_dry_run_changes_nothing_but_reports_and_writes_rejects(setup: tuple[Pat
     csv_path.write_text("id,stage\nL1,Working\nL2,Won\n")
     rejects = config.parent / "out" / "rejected.csv"
     rejects.parent.mkdir()
-    result = run(["import", str(csv_path), "--source", "sfdc", "--object", "Lead", "--config", str(config),
-                  "--dry-run", "--rejects", str(rejects)])
+    result = run(
+        [
+            "import",
+            str(csv_path),
+            "--source",
+            "sfdc",
+            "--object",
+            "Lead",
+            "--config",
+            str(config),
+            "--dry-run",
+            "--rejects",
+            str(rejects),
+        ]
+    )
     assert result.exit_code == 1
     assert f"dry run: sfdc Lead: 2 rows: 1 would apply, 1 rejected, 0 unchanged; rejects in {rejects}" in result.stdout
     assert stages(engine.store)["L1"] == ("New", "external")
@@ -249,7 +263,9 @@ def test_progress_on_large_files_is_plain_lines_when_not_a_terminal(
     result = run(["import", str(csv_path), "--source", "sfdc", "--object", "Lead", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
-        "import: 2/5 rows applied", "import: 4/5 rows applied", "import: 5/5 rows applied",
+        "import: 2/5 rows applied",
+        "import: 4/5 rows applied",
+        "import: 5/5 rows applied",
     ]
     assert "5 applied" in result.stdout
 
@@ -282,7 +298,7 @@ def test_a_large_import_applies_in_chunks(tmp_path: Path, db_url: str, monkeypat
     ("data", "encoding", "delimiter"),
     [
         ("id;stage\nL1;Working - Contacted\n".encode("utf-8-sig"), "utf-8-sig", ";"),
-        (b"id,stage\nL1,\"Open, or not\"\n", "utf-8", ","),
+        (b'id,stage\nL1,"Open, or not"\n', "utf-8", ","),
         ("Id\tÉtape\nL1\tWorking\n".encode("utf-16"), "utf-16", "\t"),
         ("id;stage;note\nL1;Working;caf\u00e9, or not\n".encode("cp1252"), "cp1252", ";"),
         (b"id|stage\nL1|Working\n", "utf-8", "|"),
@@ -313,10 +329,12 @@ def test_stage_names_and_statuses_resolve_exactly(setup: tuple[Path, Engine, Syn
     assert importer.resolve_stage(synced, "Meeting Set") == ("Meeting Set", None)
     assert importer.resolve_stage(synced, "Closed - Converted") == ("Meeting Set", None)
     assert importer.resolve_stage(synced, "meeting set") == (
-        None, "unknown stage or status 'meeting set' (did you mean 'Meeting Set'?)"
+        None,
+        "unknown stage or status 'meeting set' (did you mean 'Meeting Set'?)",
     )
     assert importer.resolve_stage(synced, "Closed - converted") == (
-        None, "unknown stage or status 'Closed - converted' (did you mean 'Closed - Converted'?)"
+        None,
+        "unknown stage or status 'Closed - converted' (did you mean 'Closed - Converted'?)",
     )
 
 

@@ -30,6 +30,7 @@ from connector.sources.base import Cursor, Page, RemoteEvent, RemoteRecord
 from connector.store import db, repo
 from connector.store.db import Store, open_store
 from connector.store.schema import CursorRow, NotificationRow, OutboxItem, Record, TransitionRow
+from tests.support import offline_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 
@@ -54,18 +55,6 @@ statuses:
 triggers:
   - {name: replied, on: email_replied, from: [New], to: Working}
   - {name: booked,  on: meeting_booked, to: Meeting Set}
-"""
-
-CONFIG = """\
-database: "{db}"
-sources:
-  sfdc:
-    type: salesforce
-    instance_url: https://acme.my.salesforce.com
-    auth: {{method: token, access_token: not-a-secret}}
-    objects:
-      Lead: {{status_field: Status, mapping: lead.yaml, fields: [Region]}}
-{notifications}
 """
 
 
@@ -163,9 +152,15 @@ class World:
     """A config in tmp_path and an engine over the store; `restart()` closes and reopens everything."""
 
     def __init__(self, folder: Path, db_url: str, notifications: str) -> None:
-        (folder / "lead.yaml").write_text(MAPPING)
-        self.path = folder / "config.yaml"
-        self.path.write_text(CONFIG.format(db=db_url, notifications=notifications))
+        self.path = offline_config(
+            folder,
+            MAPPING,
+            database=db_url,
+            source="sfdc",
+            mapping_file="lead.yaml",
+            object_settings=", fields: [Region]",
+            extra=notifications + "\n",
+        )
         self.db_url = db_url
         self.engine = self._open()
 
@@ -281,10 +276,21 @@ def test_entering_an_owned_stage_mails_and_posts_once_even_across_a_restart(
     assert "Open it in Salesforce: https://acme.my.salesforce.com/L1" in body
     [(headers, payload)] = hook.received
     assert payload == {
-        "event": "entered", "source": "sfdc", "object": "Lead", "id": "L1", "stage": "Working",
-        "category": "in_progress", "from_stage": "New", "owner": "005-ana", "at": "2026-04-01T11:00:00Z",
-        "cause": "event", "rule": "replied", "detail": "email_replied", "why": "trigger 'replied' on email_replied",
-        "link": "https://acme.my.salesforce.com/L1", "key": payload["key"],
+        "event": "entered",
+        "source": "sfdc",
+        "object": "Lead",
+        "id": "L1",
+        "stage": "Working",
+        "category": "in_progress",
+        "from_stage": "New",
+        "owner": "005-ana",
+        "at": "2026-04-01T11:00:00Z",
+        "cause": "event",
+        "rule": "replied",
+        "detail": "email_replied",
+        "why": "trigger 'replied' on email_replied",
+        "link": "https://acme.my.salesforce.com/L1",
+        "key": payload["key"],
         "text": "Lead L1 entered Working\nhttps://acme.my.salesforce.com/L1",
     }
     assert headers["Idempotency-Key"] == payload["key"] + ":webhook"
@@ -295,7 +301,8 @@ def test_entering_an_owned_stage_mails_and_posts_once_even_across_a_restart(
     assert notify_job(world.engine, T0 + 5 * HOUR).sent == 0
     assert (len(inbox.messages), len(hook.received)) == (1, 1)
     assert [(r.kind, r.channel, r.state, r.attempts) for r in world.rows()] == [
-        ("entered", "email", "sent", 1), ("entered", "webhook", "sent", 1),
+        ("entered", "email", "sent", 1),
+        ("entered", "webhook", "sent", 1),
     ]
 
 
@@ -348,7 +355,9 @@ def test_a_move_committed_late_by_a_concurrent_writer_is_still_notified(world_fa
     notify_job(world.engine, T0, sent.append)
     at = T0 + HOUR
     late = repo.RecordWrite(
-        "LATE", None, RecordState("Working", SetBy.EXTERNAL, "Contacted", at),
+        "LATE",
+        None,
+        RecordState("Working", SetBy.EXTERNAL, "Contacted", at),
         transitions=[Transition(at, None, "Working", Cause.EXTERNAL, "Contacted")],
     )
     with Session(world.store.engine) as slow, slow.begin():
@@ -394,7 +403,11 @@ def test_a_reminder_fires_once_per_idle_interval_and_a_restart_sends_no_duplicat
     assert notify_job(world.engine, T0 + 55 * DAY).reminders == 1  # a long pause: one reminder, not a backlog
     assert len(inbox.messages) == 5
     assert [(r.kind, r.reminder) for r in world.rows()] == [
-        ("entered", 0), ("reminder", 1), ("reminder", 2), ("reminder", 3), ("reminder", 5),
+        ("entered", 0),
+        ("reminder", 1),
+        ("reminder", 2),
+        ("reminder", 3),
+        ("reminder", 5),
     ]
     assert all(m["To"] == "ana@acme.test" for m in inbox.messages)
 

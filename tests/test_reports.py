@@ -31,6 +31,7 @@ from connector.mapping import Category
 from connector.reports import Move
 from connector.sources.base import Cursor, Page, RemoteEvent, RemoteRecord
 from connector.store.db import open_store
+from tests.support import offline_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 
@@ -54,19 +55,13 @@ triggers:
   - {name: booked, on: meeting_booked, to: Meeting Set}
 """
 
-CONFIG = """\
-database: "{db}"
-sources:
-  sfdc:
-    type: salesforce
-    instance_url: https://acme.my.salesforce.com
-    auth: {{method: token, access_token: not-a-secret}}
-    objects:
-      Lead: {{status_field: Status, mapping: lead.yaml}}
-"""
-
-STATUS = {"New": "Open", "Working": "Contacted", "Meeting Set": "Meeting", "Won": "Closed Won",
-          "Unresponsive": "No Response"}
+STATUS = {
+    "New": "Open",
+    "Working": "Contacted",
+    "Meeting Set": "Meeting",
+    "Won": "Closed Won",
+    "Unresponsive": "No Response",
+}
 HISTORY = {
     "L1": [(0, "New"), (2, "Working"), (5, "Meeting Set"), (9, "Won")],
     "L2": [(0, "New"), (1, "Working"), (11, "Unresponsive")],
@@ -84,9 +79,7 @@ def day(n: float) -> datetime:
 
 @pytest.fixture
 def config_path(tmp_path: Path, db_url: str) -> Iterator[Path]:
-    (tmp_path / "lead.yaml").write_text(MAPPING)
-    path = tmp_path / "config.yaml"
-    path.write_text(CONFIG.format(db=db_url))
+    path = offline_config(tmp_path, MAPPING, database=db_url, source="sfdc", mapping_file="lead.yaml")
     store = open_store(db_url)
     engine = Engine(load_config(path), store, {})
     synced = engine.synced("sfdc", "Lead")
@@ -107,8 +100,16 @@ def run(args: list[str]) -> Result:
 def stage_numbers(data: dict[str, object]) -> dict[str, tuple[object, ...]]:
     [obj] = data["objects"]  # type: ignore[index]
     return {
-        s["stage"]: (s["count"], s["entered"], s["converted"], s["conversion_rate"], s["median_seconds_in_stage"],
-                     s["completed_stays"], s["lost"], s["lost_rate"])
+        s["stage"]: (
+            s["count"],
+            s["entered"],
+            s["converted"],
+            s["conversion_rate"],
+            s["median_seconds_in_stage"],
+            s["completed_stays"],
+            s["lost"],
+            s["lost_rate"],
+        )
         for s in obj["stages"]
     }
 
@@ -137,8 +138,9 @@ def test_funnel_numbers_match_the_hand_computed_fixture(config_path: Path) -> No
 
 
 def test_funnel_since_counts_only_later_moves(config_path: Path) -> None:
-    result = run(["report", "funnel", "sfdc", "Lead", "--config", str(config_path), "--format", "json",
-                  "--since", "2026-03-05"])
+    result = run(
+        ["report", "funnel", "sfdc", "Lead", "--config", str(config_path), "--format", "json", "--since", "2026-03-05"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["since"] == "2026-03-05T00:00:00Z"
@@ -153,8 +155,20 @@ def test_funnel_since_counts_only_later_moves(config_path: Path) -> None:
         # Entered: L2@11 (L2's Working stay began before the period: it is not an entrant of Working).
         "Unresponsive": (1, 1, None, None, None, 0, None, None),
     }
-    relative = run(["report", "funnel", "--config", str(config_path), "--format", "json", "--since", "16d",
-                    "--now", day(20).isoformat()])
+    relative = run(
+        [
+            "report",
+            "funnel",
+            "--config",
+            str(config_path),
+            "--format",
+            "json",
+            "--since",
+            "16d",
+            "--now",
+            day(20).isoformat(),
+        ]
+    )
     assert json.loads(relative.stdout)["since"] == "2026-03-05T00:00:00Z"
 
 
@@ -223,7 +237,11 @@ def test_reentry_counts_once_and_every_stay_counts_for_the_median(config_path: P
     # One entrant; it reached Meeting Set (1/1); its first stay ended in Unresponsive (lost 1/1);
     # stays of 2d and 1d -> median 1.5d.
     assert (working.entered, working.converted, working.lost, working.median, working.stays) == (
-        1, 1, 1, timedelta(days=1.5), 2
+        1,
+        1,
+        1,
+        timedelta(days=1.5),
+        2,
     )
     assert working.category is Category.IN_PROGRESS
     assert unstaged == {"(no stage)": 2, "Gone": 1}

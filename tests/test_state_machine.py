@@ -35,6 +35,7 @@ from connector.store import repo
 from connector.store.db import Store, open_store
 from connector.store.schema import Base, OutboxItem, TransitionRow
 from connector.writeback import Drain
+from tests.support import offline_config
 
 # True: the model follows a deliberate extension of the contract. False: a fixed disagreement.
 KNOWN_QUARANTINE_BLOCKS_TRIGGERS = True
@@ -69,24 +70,17 @@ overrides:
   forward_only: true
 """
 
-CONFIG = """\
-database: sqlite:///unused.db
-sources:
-  crm:
-    type: salesforce
-    instance_url: https://crm.invalid
-    auth: {method: token, access_token: not-a-secret}
-    objects:
-      Lead: {status_field: Status, mapping: lead.yaml}
-writeback: {enabled: true, conflict_check: true, max_attempts: 8}
-"""
-
 # --- the contract, as plain tables ---------------------------------------------------------------
 STAGES = ["New", "Working", "Meeting Set", "Won", "Unresponsive"]
 CATEGORY = {"New": "in", "Working": "in", "Meeting Set": "ok", "Won": "ok", "Unresponsive": "not"}
 STICKY = {"Meeting Set"}
-STATUS_OF = {"New": "Open", "Working": "Contacted", "Meeting Set": "Meeting", "Won": "Closed Won",
-             "Unresponsive": "No Response"}
+STATUS_OF = {
+    "New": "Open",
+    "Working": "Contacted",
+    "Meeting Set": "Meeting",
+    "Won": "Closed Won",
+    "Unresponsive": "No Response",
+}
 STAGE_OF = {s: stage for stage, s in STATUS_OF.items()}
 FORWARD_ONLY = True
 
@@ -121,8 +115,16 @@ TRIGGERS = [
     Trig("gone-quiet", "inactive", "Unresponsive", from_stages=("Working",), after=14 * DAY),
     Trig("stale", "inactive", "Working", from_stages=("Meeting Set",), after=7 * DAY),
 ]
-EVENTS = ["email_replied", "meeting_booked", "custom:signed", "email_opened", "form_submitted",
-          "email_bounced", "unsubscribed", "call_logged"]
+EVENTS = [
+    "email_replied",
+    "meeting_booked",
+    "custom:signed",
+    "email_opened",
+    "form_submitted",
+    "email_bounced",
+    "unsubscribed",
+    "call_logged",
+]
 UNMAPPED = ["Recycled", "Nurture"]
 IDS = ["r1", "r2"]
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -271,15 +273,12 @@ def empty(store: Store) -> None:
 
 
 def make_synced(folder: Path) -> tuple[Config, SyncedObject]:
-    (folder / "lead.yaml").write_text(MAPPING, encoding="utf-8")
-    (folder / "config.yaml").write_text(CONFIG, encoding="utf-8")
-    config = load_config(folder / "config.yaml", environ={})
+    extra = "writeback: {enabled: true, conflict_check: true, max_attempts: 8}\n"
+    config = load_config(offline_config(folder, MAPPING, mapping_file="lead.yaml", extra=extra), environ={})
     return config, config.object("crm", "Lead")
 
 
-def stored_view(
-    store: Store, synced: SyncedObject, now: datetime | None = None
-) -> dict[str, dict[str, Any]]:
+def stored_view(store: Store, synced: SyncedObject, now: datetime | None = None) -> dict[str, dict[str, Any]]:
     """What the store holds per record, in the model's terms; with `now`, also what the drain would claim."""
     with store.transaction() as session:
         records = repo.load_records(session, synced.source, synced.name, IDS)
@@ -382,7 +381,9 @@ class ConnectorMachine(RuleBasedStateMachine):
     @rule(
         events=st.lists(
             st.tuples(st.sampled_from(IDS), st.sampled_from(EVENTS), st.integers(0, 3)),
-            min_size=2, max_size=4, unique=True,  # the same event twice in a batch: see test_store.py
+            min_size=2,
+            max_size=4,
+            unique=True,  # the same event twice in a batch: see test_store.py
         )
     )
     def activity_batch(self, events: list[tuple[str, str, int]]) -> None:
@@ -400,7 +401,7 @@ class ConnectorMachine(RuleBasedStateMachine):
             self.model[e.record_id].activity_event(e.type, e.at)
         if KNOWN_BATCH_KEEPS_A_CANCELLED_WRITEBACK:
             for rid, model in self.model.items():
-                actions = model.outbox_log[before[rid]:]
+                actions = model.outbox_log[before[rid] :]
                 queued = [a for a in actions if a is not None]
                 # engine._merge: the last status queued in the batch wins over a later cancel.
                 if queued:

@@ -29,6 +29,7 @@ from connector.store import repo
 from connector.store.db import DatabaseError, Store, head_revision, make_engine, open_store
 from connector.store.schema import OutboxItem, TransitionRow
 from tests import _kill_target
+from tests.support import offline_config
 
 MAPPING = """\
 stages:
@@ -47,18 +48,6 @@ triggers:
   - {name: booked,  on: meeting_booked, to: Won}
 """
 
-CONFIG = """\
-database: sqlite:///unused.db
-sources:
-  crm:
-    type: salesforce
-    instance_url: https://crm.invalid
-    auth: {method: token, access_token: not-a-secret}
-    objects:
-      Lead: {status_field: Status, mapping: mapping.yaml}
-      Contact: {status_field: Status, mapping: mapping.yaml}
-"""
-
 T0 = datetime(2024, 2, 1, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
 TABLES = {"records", "transitions", "outbox", "cursors", "events", "source_health"}
@@ -70,9 +59,7 @@ class Boom(Exception):
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    (tmp_path / "mapping.yaml").write_text(MAPPING, encoding="utf-8")
-    (tmp_path / "config.yaml").write_text(CONFIG, encoding="utf-8")
-    return load_config(tmp_path / "config.yaml", environ={})
+    return load_config(offline_config(tmp_path, MAPPING, objects=("Lead", "Contact")), environ={})
 
 
 @pytest.fixture
@@ -157,9 +144,7 @@ def test_timestamps_come_back_tz_aware_utc(store: Store) -> None:
     entered = datetime(2024, 6, 1, 14, 30, 15, 123456, tzinfo=paris)
     activity = datetime(2024, 6, 2, 8, 0, tzinfo=UTC)
     with store.transaction() as session:
-        repo.save_records(
-            session, "crm", "Lead", [write("L1", last_activity_at=activity, writeback="Contacted")], T0
-        )
+        repo.save_records(session, "crm", "Lead", [write("L1", last_activity_at=activity, writeback="Contacted")], T0)
         session.execute(
             repo.RECORDS.update().values(stage_entered_at=entered).where(repo.RECORDS.c.external_id == "L1")
         )
@@ -226,8 +211,17 @@ def test_the_database_refuses_a_second_pending_item(store: Store) -> None:
     with pytest.raises(IntegrityError), store.transaction() as session:
         session.add(
             OutboxItem(
-                record_id=w.record_id, source="crm", object="Lead", external_id="L1", status="Closed Won",
-                state="pending", attempts=0, next_attempt_at=T0, version=1, created_at=T0, updated_at=T0,
+                record_id=w.record_id,
+                source="crm",
+                object="Lead",
+                external_id="L1",
+                status="Closed Won",
+                state="pending",
+                attempts=0,
+                next_attempt_at=T0,
+                version=1,
+                created_at=T0,
+                updated_at=T0,
             )
         )
         session.flush()
@@ -439,7 +433,10 @@ def _run_and_kill(url: str, config_path: Path, after: int, rng: random.Random) -
     root = Path(__file__).resolve().parents[1]
     child = subprocess.Popen(
         [sys.executable, str(root / "tests" / "_kill_target.py"), url, str(config_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=root,
     )
     assert child.stdout is not None and child.stderr is not None
     try:
