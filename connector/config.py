@@ -101,6 +101,8 @@ class _SourceBase(_Model):
     ca_bundle: Path | None = None
     api_budget: Percent = 0.5
     lookback: Duration = timedelta(seconds=5)
+    # Every pull re-reads this much before its cursor, for changes a CRM shows late (None: the CRM's default).
+    settle: Duration | None = None
     page_size: StrictInt = Field(default=0, ge=0)  # 0: the CRM's own default
     timeout: Duration = timedelta(seconds=60)
     max_retries: StrictInt = Field(default=6, ge=0, le=20)
@@ -112,6 +114,12 @@ class SalesforceSource(_SourceBase):
     instance_url: StrictStr | None = None
     api_version: StrictStr = "62.0"
     auth: SalesforceAuth
+
+    @property
+    def settle_window(self) -> timedelta:
+        # A transaction can commit with a SystemModstamp older than records already visible; public
+        # taps re-read 10 s, and our lookback may already be longer.
+        return self.settle if self.settle is not None else max(timedelta(seconds=10), self.lookback)
 
     @field_validator("api_version", mode="before")
     @classmethod
@@ -126,6 +134,11 @@ class HubSpotSource(_SourceBase):
     auth: HubSpotAuth
     # The account (Hub ID) number, for links to records in notifications: app.hubspot.com/contacts/<portal_id>/...
     portal_id: StrictInt | StrictStr | None = None
+
+    @property
+    def settle_window(self) -> timedelta:
+        # HubSpot's search index shows a write seconds, sometimes minutes, after it happened.
+        return self.settle if self.settle is not None else max(timedelta(minutes=2), self.lookback)
 
 
 SourceConfig = Annotated[SalesforceSource | HubSpotSource, Field(discriminator="type")]

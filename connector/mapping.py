@@ -132,6 +132,8 @@ class MappingFile(_Model):
     statuses: dict[StrictStr, StrictStr]
     triggers: tuple[Trigger, ...] = ()
     overrides: Overrides = Overrides()
+    # Rule 4: the first sync is a baseline; `true` starts existing records' clocks from the CRM's dates.
+    enroll_existing: StrictBool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class StageMapping:
     stages: tuple[Stage, ...]
     triggers: tuple[ActivityTrigger | InactiveTrigger, ...]
     forward_only: bool
+    enroll_existing: bool
     _stage_by_name: MappingProxyType[str, Stage]
     _index: MappingProxyType[str, int]
     _stage_by_status: MappingProxyType[str, str]
@@ -154,6 +157,7 @@ class StageMapping:
             stages=model.stages,
             triggers=model.triggers,
             forward_only=model.overrides.forward_only,
+            enroll_existing=model.enroll_existing,
             _stage_by_name=MappingProxyType({s.name: s for s in model.stages}),
             _index=MappingProxyType({s.name: i for i, s in enumerate(model.stages)}),
             _stage_by_status=MappingProxyType(dict(model.statuses)),

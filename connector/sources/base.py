@@ -27,6 +27,8 @@ class RemoteRecord:
     converted: bool = False
     owner: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None  # when the record was created in the CRM, where the read carries it
+    merged_into: str | None = None  # a deleted record merged away: the id of the record that won
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class StatusWrite:
 class WriteOutcome:
     record_id: str
     error: CrmError | None = None  # None: the CRM confirmed the write
+    modified_at: datetime | None = None  # the CRM's modified stamp after our write, where it answers one
 
     @property
     def ok(self) -> bool:
@@ -114,6 +117,13 @@ class Source(Protocol):
 
     def write_statuses(self, obj: str, writes: Sequence[StatusWrite]) -> list[WriteOutcome]:
         """Write in batches; one outcome per write, in order. Raises only for whole-call failures."""
+        ...
+
+    def status_changed_at(self, obj: str, record_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each record's status last changed, where the CRM keeps that (field history); batched.
+
+        Used once, for `enroll_existing` on an object's first sync; ids the CRM keeps no date for are absent.
+        """
         ...
 
     def describe_field(self, obj: str) -> FieldInfo:

@@ -284,6 +284,9 @@ class HubSpot:
         return links  # engagements with no such record come back in `errors`: they have no event here
 
     # --- the rest of the protocol ----------------------------------------------------------------
+    def status_changed_at(self, obj: str, record_ids: Sequence[str]) -> dict[str, datetime]:
+        return {}  # not read yet: `enroll_existing` falls back to the modified date
+
     def describe_field(self, obj: str) -> FieldInfo:
         stream = self._stream(obj)
         try:

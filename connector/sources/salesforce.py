@@ -300,6 +300,9 @@ class Salesforce:
             self._prefixes[obj.lower()] = prefix
         return described
 
+    def status_changed_at(self, obj: str, record_ids: Sequence[str]) -> dict[str, datetime]:
+        return {}  # not read yet: `enroll_existing` falls back to the modified date
+
     def describe_field(self, obj: str) -> FieldInfo:
         spec = self._spec(obj)
         fields = self._describe(spec.obj).get("fields") or []

@@ -72,7 +72,8 @@ class Record(Base):
     fields: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # extra CRM fields, for assign rules
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     converted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
-    remote_modified_at: Mapped[datetime | None]
+    remote_modified_at: Mapped[datetime | None]  # the CRM's stamp of what we last knew (rule 5)
+    merged_into: Mapped[str | None] = mapped_column(String(64))  # merged away in the CRM: the winner's id
     updated_at: Mapped[datetime]
 
 
@@ -164,6 +165,15 @@ class SourceHealth(Base):
     api_used: Mapped[int | None] = mapped_column(BigInteger)
     api_limit: Mapped[int | None] = mapped_column(BigInteger)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Activity is optional: a failure to read it degrades the object without stopping it.
+    activity_error: Mapped[str | None] = mapped_column(Text)
+    activity_error_at: Mapped[datetime | None]
+    activity_retry_at: Mapped[datetime | None]
+    activity_failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # A write-back refused for the configuration's sake (field unknown or read-only, no permission):
+    # the object's write-back waits for the admin, the items stay pending.
+    writeback_error: Mapped[str | None] = mapped_column(Text)
+    writeback_error_at: Mapped[datetime | None]
 
 
 class NotificationRow(Base):
