@@ -46,7 +46,7 @@ sources:
     api_version: "62.0"
     auth:                                # method: token | client_credentials | jwt | password
       method: client_credentials
-      login_url: https://login.salesforce.com
+      login_url: https://acme.my.salesforce.com
       client_id: ${SF_CLIENT_ID}
       client_secret: ${SF_CLIENT_SECRET}
     ca_bundle: null                      # a PEM file to trust (corporate proxy, a sandbox)
@@ -412,7 +412,7 @@ def test_design_example_loads(design_config: Config) -> None:
     assert sfdc.ca_bundle is None
     assert sfdc.api_budget == 0.5
     assert isinstance(sfdc.auth, ClientCredentialsAuth)
-    assert sfdc.auth.login_url == "https://login.salesforce.com"
+    assert sfdc.auth.login_url == "https://acme.my.salesforce.com"
     assert sfdc.auth.client_id == ENV["SF_CLIENT_ID"]
     assert sfdc.auth.client_secret.get_secret_value() == ENV["SF_CLIENT_SECRET"]
 

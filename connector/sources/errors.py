@@ -69,10 +69,15 @@ SALESFORCE_CODES: Mapping[str, Action] = {
     "REQUEST_RUNNING_TOO_LONG": Action.RETRY,
     "QUERY_TIMEOUT": Action.RETRY,
     "ALL_OR_NONE_OPERATION_ROLLED_BACK": Action.RETRY,
-    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST": Action.RECORD,
+    # The configuration's fault, not the record's: the status value is missing from a restricted
+    # picklist, the field is unknown or read-only for our user, or we may not edit the object. Every
+    # record would fail alike, so write-back pauses for the admin instead of dead-lettering them all.
+    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST": Action.ADMIN,
     "CANNOT_UPDATE_CONVERTED_LEAD": Action.RECORD,
     "ENTITY_IS_DELETED": Action.RECORD,
     "INVALID_CROSS_REFERENCE_KEY": Action.RECORD,
+    # An owner or lookup on this record points at something our user cannot see: this record's data.
+    "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY": Action.RECORD,
     "MALFORMED_ID": Action.RECORD,
     "DUPLICATE_VALUE": Action.RECORD,
     "STRING_TOO_LONG": Action.RECORD,
@@ -162,12 +167,24 @@ def _salesforce_body(content: Any) -> tuple[str | None, str]:
     return None, str(content)[:500]
 
 
+def not_json(body: str, status: int | None = 200) -> CrmError:
+    """A body that should be JSON and is not (a proxy's or a maintenance page, a cut-off answer).
+
+    Retried like a 503; the CRM's first words are kept, escaped, so the admin sees what answered.
+    """
+    shown = json.dumps(body[:200], ensure_ascii=True)
+    more = "..." if len(body) > 200 else ""
+    return CrmError(Action.RETRY, f"Salesforce answered with a body that is not JSON: {shown}{more}", status=status)
+
+
 def from_salesforce(exc: BaseException) -> CrmError:
     """Translate what simple-salesforce or requests raised."""
     from simple_salesforce.exceptions import SalesforceError
 
     if isinstance(exc, CrmError):
         return exc
+    if isinstance(exc, json.JSONDecodeError):  # requests' JSONDecodeError is one too, with the text in `doc`
+        return not_json(exc.doc)
     if isinstance(exc, SalesforceError):
         code, message = _salesforce_body(exc.content)
         return salesforce_error(code, message, exc.status)

@@ -103,14 +103,14 @@ def test_initial_then_incremental_pull(world: World) -> None:
     assert outcome.pulled.transitions == 1
     assert stage(world, new) == "Working"
     assert history(world, new)[-1]["cause"] == "external"
-    assert outcome.pulled.records == 3  # the lookback re-read the others' second; they changed nothing
+    assert outcome.pulled.records == 1  # the others' second has settled: not read again
 
     world.clock.advance(60)
     (late,) = world.seed_leads(1)
     world.sandbox.server.reset_calls()
-    # The lookback re-reads seconds (here the edit at the cursor), not the whole object.
-    assert world.cycle().pulled.records == 2
-    assert [c.records for c in api_calls(world, "/queryAll")] == [2]
+    # Past the settle window nothing is re-read: only what changed since.
+    assert world.cycle().pulled.records == 1
+    assert [c.records for c in api_calls(world, "/queryAll")] == [1]
     assert stage(world, late) == "New"
     assert not world.sandbox.writes()
 
@@ -144,14 +144,14 @@ def test_thousands_on_one_timestamp_survive_an_interrupted_pull(world: World) ->
     assert world.engine.cursor(synced) == Cursor(T0, ids[1_999])
 
     rest = world.engine.pull(synced, world.clock.advance())
-    assert rest.records == 5_000  # the lookback re-reads the shared second; nothing is applied twice
+    assert rest.records == 5_000  # the settle window re-reads the shared second; nothing is applied twice
     assert rest.transitions == 3_000
     assert count(world, repo.RECORDS) == 5_000
     assert count(world, repo.TRANSITIONS) == 5_000
     assert world.engine.cursor(synced) == Cursor(T0, ids[-1])
 
-    # Without a lookback the keyset alone resumes exactly after the last record read.
-    exact = Salesforce(SOURCE, world.source.settings.model_copy(update={"lookback": timedelta(0)}))
+    # Without a settle window the keyset alone resumes exactly after the last record read.
+    exact = Salesforce(SOURCE, world.source.settings.model_copy(update={"settle": timedelta(0)}))
     try:
         pages = list(exact.pull("Lead", Cursor(T0, ids[1_999]), until=world.clock.now))
     finally:
@@ -265,22 +265,21 @@ def test_partial_batch_failures_are_dead_lettered(open_world: OpenWorld, tmp_pat
         (other, "Unresponsive"),
         (converted, "Unresponsive"),
     ]
-    world.engine.set_stages(world.synced(), stages, world.clock.now)
+    # A status the picklist lacks is the configuration's fault, not this record's (see
+    # test_configuration_faults_on_write_are_for_the_admin): left out of this dead-letter test.
+    world.engine.set_stages(world.synced(), [s for s in stages if s[0] != picky], world.clock.now)
     sandbox.fail_writes([validated], "FIELD_CUSTOM_VALIDATION_EXCEPTION", "Closing needs a reason")
     sandbox.server.reset_calls()
 
     stats = world.drain()
-    assert (stats.done, stats.dead) == (2, 3)
+    assert (stats.done, stats.dead) == (2, 2)
     assert len(api_calls(world, "/composite/sobjects")) == 1
     assert sorted(written(world)) == sorted([(ok, CONVERTED), (other, CLOSED_LOST)])
-    dead = {i: explain(world.engine, world.synced(), i)["writebacks"][-1] for i in (picky, validated, converted)}
-    assert dead[picky]["error"] == (
-        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: bad value for restricted picklist field: Working - Nurturing"
-    )
+    dead = {i: explain(world.engine, world.synced(), i)["writebacks"][-1] for i in (validated, converted)}
     assert dead[validated]["error"] == "FIELD_CUSTOM_VALIDATION_EXCEPTION: Closing needs a reason"
     assert dead[converted]["error"] == "CANNOT_UPDATE_CONVERTED_LEAD: cannot reference converted lead"
     assert all(d["state"] == "dead" for d in dead.values())
-    assert status_json(world)["outbox_dead"] == 3
+    assert status_json(world)["outbox_dead"] == 2
 
 
 def test_unable_to_lock_row_is_retried_then_done(world: World) -> None:
@@ -378,7 +377,8 @@ def test_the_api_budget_pauses_before_the_org_runs_out(open_world: OpenWorld) ->
 
     world.sandbox.set_api_usage(10)
     outcome = world.cycle(seconds=2 * 3600)
-    assert outcome.paused is None and outcome.pulled.records == 3
+    assert outcome.paused is None and outcome.error is None
+    assert count(world, repo.RECORDS) == 3
     assert status_json(world)["paused"] is False
 
 

@@ -131,7 +131,7 @@ def _assertion(sandbox: SalesforceSandbox, key: Any = None, **claims: Any) -> st
     if key is None:
         with open(sandbox.jwt_private_key_pem, "rb") as pem:
             key = pem.read()
-    payload = {"iss": sandbox.client_id, "sub": sandbox.username, "aud": sandbox.url,
+    payload = {"iss": sandbox.client_id, "sub": sandbox.username, "aud": "https://login.salesforce.com",
                "exp": int((datetime.now(UTC) + timedelta(minutes=3)).timestamp()), **claims}
     return jwt.encode(payload, key, algorithm="RS256")
 
@@ -155,6 +155,9 @@ def test_jwt_bearer_grant(org: SalesforceSandbox, org_http: requests.Session) ->
         (_assertion(sandbox, exp=past), "invalid_grant", "expired authorization code"),
         (_assertion(sandbox, key=other_key), "invalid_grant", "invalid assertion"),
         (_assertion(sandbox, aud="https://example.com"), "invalid_grant", "audience is invalid"),
+        # The org's own URL (its My Domain) is not an audience, nor is test.salesforce.com for a production org.
+        (_assertion(sandbox, aud=sandbox.url), "invalid_grant", "audience is invalid"),
+        (_assertion(sandbox, aud="https://test.salesforce.com"), "invalid_grant", "audience is invalid"),
         (_assertion(sandbox, iss="someone-else"), "invalid_client_id", "client identifier invalid"),
         (_assertion(sandbox, sub="stranger@example.com"), "invalid_grant", "invalid assertion"),
         ("not-a-jwt", "invalid_grant", "invalid assertion"),
