@@ -120,6 +120,10 @@ class Org:
                 if (obj, field_name) == ("Lead", "Status"):
                     self._lead_status_rows([value], len(definition.picklist))
 
+    def picklist_values(self, obj: str, field_name: str) -> list[str]:
+        with self._lock:
+            return list(self._sobject(obj).fields[field_name].picklist or [])
+
     def remove_picklist_value(self, obj: str, field_name: str, value: str) -> None:
         """An admin deletes a value from a restricted picklist: records keep it, writes of it are refused."""
         with self._lock:
