@@ -111,6 +111,27 @@ def test_a_locked_row_refuses_writes_until_its_transaction_commits(world: World)
     assert outcome.ok
 
 
+def test_a_persons_edit_still_committing_is_never_overwritten(open_world: OpenWorld, db_url: str) -> None:
+    """The person saved first, but their transaction commits late: our write waits on the row lock,
+    and once the edit is visible the conflict check sees it and drops our write."""
+    world = open_world(db_url)
+    (lead,) = world.seed_leads(1)
+    world.cycle()
+    world.engine.feed_event(world.synced(), lead, "email_replied", world.clock.now, world.clock.now)
+    world.late_edit(30, "Lead", lead, Status=CLOSED_LOST)
+
+    assert world.drain().retried == 1  # UNABLE_TO_LOCK_ROW: the person's transaction holds the row
+    assert world.sandbox.writes() == []
+    world.clock.advance(3600)
+    stats = world.drain()
+    assert (stats.conflicts, stats.done) == (1, 0)
+    assert world.sandbox.writes() == []
+    assert world.sandbox.record("Lead", lead)["Status"] == CLOSED_LOST
+    assert stage(world, lead) == "Unresponsive"
+    outcome = world.cycle()
+    assert outcome.pulled.transitions == 0 and world.sandbox.writes() == []
+
+
 def test_a_pull_a_minute_after_a_bulk_load_reads_nothing_again(world: World) -> None:
     world.seed_leads(5_000)  # all in one second, as a data load stamps them
     assert world.cycle().pulled.records == 5_000
