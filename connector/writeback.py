@@ -125,10 +125,13 @@ class Drain:
             final = []
             for item in to_send:
                 remote = current.get(item.external_id)
-                recorded = stored[item.external_id].state.remote_status
+                record = stored[item.external_id]
+                recorded = record.state.remote_status
                 if remote is not None and not remote.deleted and remote.status == item.status != recorded:
                     landed.append(item)
-                elif remote is None or remote.deleted or remote.status != recorded:
+                elif remote is None or remote.deleted or (
+                    remote.status != recorded and not rules.is_stale(record.remote_modified_at, remote.modified_at)
+                ):
                     conflicts.append((item, remote))
                 else:
                     final.append(item)
@@ -243,6 +246,11 @@ class Drain:
                     # The CRM holds ours after all: an ordinary confirmation.
                 state = rules.written(record.state, item.status)
                 write = write_for(record, item.external_id, rules.Decision(state), synced.mapping)
+                if outcome is not None and outcome.modified_at is not None:
+                    # The CRM's stamp of our write: a lagging search that still shows the old value is
+                    # older than this, so it is recognised as stale and not taken for a person's change.
+                    known = write.remote_modified_at
+                    write.remote_modified_at = max(outcome.modified_at, known) if known else outcome.modified_at
                 writes.append(write)
             elif error.action is Action.RECORD or item.attempts + 1 >= self.settings.max_attempts:
                 repo.finish_item(session, item.id, item.version, "dead", now, error.describe())
