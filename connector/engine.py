@@ -426,11 +426,11 @@ class Engine:
         return self.apply_events(synced, [RemoteEvent(external_id, event_type, at, key)], now)
 
     def remap(
-        self, synced: SyncedObject, now: datetime, ids: Iterable[str] | None = None, *, dry_run: bool = False
+        self, synced: SyncedObject, now: datetime, ids: Iterable[str] | None = None
     ) -> tuple[PageStats, list[tuple[str, Transition]]]:
         """After a mapping change: every record's stage follows its CRM status under the new table.
 
-        Returns the stats and each record's transition; with `dry_run` nothing is saved.
+        Returns the stats and each record's transition.
         """
         if ids is None:
             with self.store.transaction() as session:
@@ -451,8 +451,7 @@ class Engine:
                         writes.append(write)
                         moves.extend((record.external_id, t) for t in write.transitions)
                         _count(stats, write)
-                if not dry_run:
-                    repo.save_records(session, synced.source, synced.name, writes, now)
+                repo.save_records(session, synced.source, synced.name, writes, now)
                 return stats
 
             total.add(self.store.run(work))
