@@ -40,7 +40,7 @@ class ObjectOutcome:
 
     @property
     def failed(self) -> bool:
-        return self.error is not None or self.drained.dead > 0
+        return self.error is not None or self.drained.dead > 0 or self.drained.paused is not None
 
 
 class Jobs:
@@ -174,13 +174,35 @@ class Jobs:
         if not settings.enabled:
             return
         source = self.engine.sources[synced.source]
+        with self.engine.store.transaction() as session:
+            waiting = repo.health(session, synced.source, synced.name).writeback_error
 
         def work() -> DrainStats:
-            return Drain(self.engine.store, source, settings).run(synced, now, stop=self.stop)
+            return Drain(self.engine.store, source, settings).run(synced, now, stop=self.stop, paused=bool(waiting))
 
         result = self._guarded(synced, now, outcome, work)
-        if result is not None:
-            outcome.drained = result
+        if result is None:
+            return
+        outcome.drained = result
+        if result.paused != waiting and (result.paused is not None or result.claimed > 0):
+            self._writeback_state(synced, result.paused, now)
+            if result.paused is not None:
+                log.error(
+                    "%s %s: write-back paused until the admin acts: %s; the items stay pending",
+                    synced.source,
+                    synced.name,
+                    result.paused,
+                )
+            else:
+                log.info("%s %s: write-back resumed", synced.source, synced.name)
+
+    def _writeback_state(self, synced: SyncedObject, error: str | None, now: datetime) -> None:
+        def work(session: Session) -> None:
+            health = repo.health(session, synced.source, synced.name)
+            health.writeback_error = error
+            health.writeback_error_at = now if error else None
+
+        self.engine.store.run(work)
 
     def once(
         self, synced: SyncedObject, now: datetime, progress: Callable[[PageStats], None] | None = None

@@ -30,6 +30,8 @@ def outcome_line(outcome: ObjectOutcome, *, dry_run: bool = False) -> str:
         line += f"; PAUSED: {outcome.paused}"
     if outcome.degraded:
         line += f"; DEGRADED: {outcome.degraded}"
+    if d.paused:
+        line += f"; WRITE-BACK PAUSED: {d.paused} (the items stay pending; fix it and they go out)"
     if outcome.error:
         line += f"; FAILED: {outcome.error}"
     return line
@@ -48,6 +50,7 @@ def outcome_json(outcome: ObjectOutcome) -> dict[str, Any]:
         "error": outcome.error,
         "paused": outcome.paused,
         "degraded": outcome.degraded,
+        "writeback_paused": d.paused,
     }
 
 
