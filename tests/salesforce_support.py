@@ -143,6 +143,7 @@ class World:
         assert isinstance(settings, SalesforceSource)
         source = Salesforce(SOURCE, settings, sleep=sleeps.append)
         engine = Engine(loaded, store, {SOURCE: source})
+        engine.clock = clock  # the wall clock a pull reads up to is the test's, as the sandbox's is
         return cls(sandbox, path, loaded, store, source, engine, clock, sleeps)
 
     def close(self) -> None:

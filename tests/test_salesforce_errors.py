@@ -18,7 +18,7 @@ from connector.errors import ConfigError
 from connector.sources.base import Cursor, StatusWrite
 from connector.sources.errors import Action, CrmError, SourcePaused, salesforce_error
 from connector.sources.salesforce import Salesforce
-from connector.sources.salesforce_activity import event_of, parse_rules
+from connector.sources.salesforce_activity import event_of, occurred_at, parse_rules
 from connector.sources.salesforce_http import ApiMeter, CrmSession
 from connector.sources.salesforce_soql import Window, id_chunks, later, quote
 
@@ -333,6 +333,21 @@ def test_a_body_that_is_not_json_is_retried_then_reported_escaped(
     assert error.message.startswith('Salesforce answered with a body that is not JSON: "<html><body>Down for')
     assert "maintenance\\n" in error.message and "\n" not in error.message  # escaped: one line
     assert len(error.message) < 300
+
+
+def test_an_activity_is_dated_by_when_it_happened_never_after_it_was_logged() -> None:
+    logged = "2025-03-10T15:00:00.000+0000"
+    row = {"CreatedDate": logged, "SystemModstamp": logged}
+    at = datetime(2025, 3, 10, 15, tzinfo=UTC)
+    assert occurred_at(row) == at
+    assert occurred_at({**row, "ActivityDate": "2025-02-01"}) == datetime(2025, 2, 1, 23, 59, 59, tzinfo=UTC)
+    assert occurred_at({**row, "ActivityDate": "2025-03-10"}) == at  # today's: this afternoon, not midnight
+    assert occurred_at({**row, "ActivityDate": "2025-03-17"}) == at  # due next week: logged today
+    dated = ("ActivityDateTime", "ActivityDate")
+    meeting = {**row, "ActivityDateTime": "2025-03-09T10:00:00.000+0000", "ActivityDate": "2025-03-09"}
+    assert occurred_at(meeting, dated) == datetime(2025, 3, 9, 10, tzinfo=UTC)
+    booked = {**row, "ActivityDateTime": "2025-03-20T10:00:00.000+0000"}
+    assert occurred_at(booked, dated) == at  # booked today for later: booked today
 
 
 def test_ids_are_chunked_and_checked() -> None:

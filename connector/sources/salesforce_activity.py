@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connector.mapping import is_activity_event
@@ -107,17 +107,22 @@ def event_of(task: Mapping[str, Any], rules: tuple[TaskRule, ...]) -> str | None
 
 
 def occurred_at(row: Mapping[str, Any], dated: tuple[str, ...] = ("ActivityDate",)) -> datetime:
-    """When the activity happened (DESIGN rule 4): its ActivityDateTime or ActivityDate, else its CreatedDate.
+    """When the activity happened (DESIGN rule 4): its ActivityDateTime or ActivityDate, if earlier
+    than its CreatedDate, else its CreatedDate.
 
-    Old activity logged today must not count as today's: its own date says when it happened.
+    A call from last month logged today happened last month, and old activity must not count as
+    today's. Nothing happened after it was logged, though: a meeting booked today for next week was
+    booked today, and a Task due next week is not a future event. A date-only ActivityDate stands
+    for the whole day (its last second), so a Task logged this afternoon and dated today is this
+    afternoon's, not this morning's.
     """
+    created = row.get("CreatedDate")
+    logged = parse_datetime(created) if isinstance(created, str) else parse_datetime(str(row["SystemModstamp"]))
     for name in dated:
         value = row.get(name)
         if isinstance(value, str) and value:
             if "T" in value:
-                return parse_datetime(value)
-            return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    created = row.get("CreatedDate")
-    if isinstance(created, str):
-        return parse_datetime(created)
-    return parse_datetime(str(row["SystemModstamp"]))
+                return min(parse_datetime(value), logged)
+            day_end = datetime.fromisoformat(value).replace(tzinfo=UTC) + timedelta(days=1, seconds=-1)
+            return min(day_end, logged)
+    return logged
