@@ -1,22 +1,19 @@
-"""A loopback Salesforce org: OAuth, SOQL query/queryAll, describe, sObject and sObject Collections.
+"""A loopback Salesforce org: SOQL query/queryAll, describe, sObject and sObject Collections over HTTPS.
 
-Driven by the real simple-salesforce client over HTTPS, so the bodies, status codes, error codes and
-headers follow Salesforce's REST API closely. Tests and `connector demo` shape the org through the
-back-door methods (`seed`, `edit_as_person`, `delete`, `fail_writes`, ...), which act like a person
-or an admin would, never like the API: they are not counted and not logged in `writes()`.
+Driven by the real simple-salesforce client, so the bodies, status codes, error codes and headers
+follow Salesforce's REST API closely. The org's data and what people and admins do to it (the back
+door: `seed`, `edit_as_person`, `merge`, `long_transaction`, `deny_read`, ...) live in
+`salesforce_org`; its schema in `salesforce_schema`; its OAuth token endpoint in `salesforce_oauth`;
+months of past life in `salesforce_history`. docs/crm-behaviour-salesforce.md lists every behaviour
+with its source.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 import shutil
 import ssl
 import tempfile
-import threading
-import time
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -24,18 +21,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
-import jwt
 import trustme
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connector.sandbox import soql
 from connector.sandbox._http import LoopbackServer, Request, Response
-from connector.sandbox.salesforce_org import Org
+from connector.sandbox.salesforce_oauth import OAuthEndpoint, jwt_key
 from connector.sandbox.salesforce_schema import (
-    B62,
     KINDS,
     LEAD_STATUSES,
     ORG_BORN,
@@ -69,13 +62,11 @@ class _ApiError(Exception):
 
 
 _NOT_FOUND = (404, "NOT_FOUND", "The requested resource does not exist")
-_GENERIC_LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
 _MALFORMED = {
     "html": b"<!DOCTYPE html><html><head><title>Maintenance</title></head><body><h1>Salesforce is down for "
             b"maintenance</h1><p>We'll be back shortly.</p></body></html>",
     "truncated": b'{"totalSize":3,"done":true,"records":[{"attributes":{"type":"Lead","url":"/services/data/v62.0/s',
 }
-_JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _DATA_RE = re.compile(r"/services/data(?:/v(?P<version>\d+\.\d)(?P<rest>/.*)?)?/?$")
 _MAX_CURSORS = 64  # like Salesforce, old query locators are dropped: INVALID_QUERY_LOCATOR
 
@@ -91,20 +82,7 @@ class _Cursor:
     locator: str = ""
 
 
-_KEY_LOCK = threading.Lock()
-_KEY: rsa.RSAPrivateKey | None = None
-
-
-def _jwt_key() -> rsa.RSAPrivateKey:
-    """One throwaway RSA key per process: generating one per sandbox would slow every test down."""
-    global _KEY
-    with _KEY_LOCK:
-        if _KEY is None:
-            _KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return _KEY
-
-
-class SalesforceSandbox(Org):
+class SalesforceSandbox(OAuthEndpoint):
     """One Salesforce org on https://127.0.0.1:PORT, serving both the OAuth login and the REST API.
 
     `login_host` is the host this loopback URL stands for when it serves the OAuth token endpoint:
@@ -128,13 +106,9 @@ class SalesforceSandbox(Org):
         login_host: str | None = None,
         is_sandbox_org: bool = False,
     ) -> None:
-        super().__init__(seed=seed, username=username)
+        super().__init__(seed=seed, client_id=client_id, client_secret=client_secret, username=username,
+                         password=password, login_host=login_host, is_sandbox_org=is_sandbox_org)
         self.api_version = api_version
-        self.client_id, self.client_secret = client_id, client_secret
-        self.password = password
-        self.login_host = login_host
-        self.is_sandbox_org = is_sandbox_org
-        self._tokens: dict[str, str] = {}  # access token -> user Id
         self._used, self._limit = 0, daily_limit
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
         self._tmp: Path | None = None
@@ -149,7 +123,7 @@ class SalesforceSandbox(Org):
     def start(self) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="sf-sandbox-"))
         self._ca.cert_pem.write_to_path(str(self._tmp / "ca.pem"))
-        key = _jwt_key().private_bytes(
+        key = jwt_key().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         (self._tmp / "jwt-key.pem").write_bytes(key)
@@ -187,11 +161,6 @@ class SalesforceSandbox(Org):
         if self._tmp is None:
             raise RuntimeError("the sandbox is not started")
         return self._tmp
-
-    def expire_sessions(self) -> None:
-        """Every token issued so far now gets 401 INVALID_SESSION_ID; a new login works."""
-        with self._lock:
-            self._tokens.clear()
 
     def set_api_usage(self, used: int) -> None:
         with self._lock:
@@ -248,80 +217,6 @@ class SalesforceSandbox(Org):
             raise _ApiError(405, "METHOD_NOT_ALLOWED",
                             f"HTTP Method '{request.method}' not allowed. Allowed are {','.join(allowed)}")
         raise _ApiError(*_NOT_FOUND)
-
-    # --- OAuth ------------------------------------------------------------------------------------
-    def _oauth(self, request: Request) -> Response:
-        form = {k: v[0] for k, v in parse_qs(request.body.decode(errors="replace")).items()}
-        grant = form.get("grant_type")
-        if grant == "client_credentials":
-            if self._generic_login_host(request):
-                # Salesforce: "The client credentials flow doesn't support calls to login.salesforce.com
-                # or test.salesforce.com"; the token endpoint answers so (recorded, see the docs).
-                return _oauth_error("invalid_grant", "request not supported on this domain")
-            client_id, secret = form.get("client_id"), form.get("client_secret")
-            scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-            if scheme == "Basic":
-                try:
-                    client_id, _, secret = base64.b64decode(encoded + "==").decode(errors="replace").partition(":")
-                except ValueError:
-                    client_id = secret = None
-            return self._client_checked(client_id, secret) or self._issue(self._admin_id)
-        if grant == "password":
-            failure = self._client_checked(form.get("client_id"), form.get("client_secret"))
-            if failure is None and (form.get("username"), form.get("password")) != (self.username, self.password):
-                failure = _oauth_error("invalid_grant", "authentication failure")
-            return failure or self._issue(self._admin_id)
-        if grant == _JWT_GRANT:
-            return self._jwt_login(form.get("assertion", ""))
-        return _oauth_error("unsupported_grant_type", "grant type not supported")
-
-    def _generic_login_host(self, request: Request) -> bool:
-        host = request.headers.get("host", "").split(":")[0].lower()
-        return host in _GENERIC_LOGIN_HOSTS or (self.login_host or "").lower() in _GENERIC_LOGIN_HOSTS
-
-    def _client_checked(self, client_id: str | None, secret: str | None) -> Response | None:
-        if client_id != self.client_id:
-            return _oauth_error("invalid_client_id", "client identifier invalid")
-        if secret != self.client_secret:
-            return _oauth_error("invalid_client", "invalid client credentials")
-        return None
-
-    def _jwt_login(self, assertion: str) -> Response:
-        try:
-            claims = jwt.decode(assertion, options={"verify_signature": False})
-        except jwt.InvalidTokenError:
-            return _oauth_error("invalid_grant", "invalid assertion")
-        if claims.get("iss") != self.client_id:
-            return _oauth_error("invalid_client_id", "client identifier invalid")
-        try:
-            jwt.decode(assertion, _jwt_key().public_key(), algorithms=["RS256"],
-                       options={"require": ["exp"], "verify_aud": False})
-        except jwt.ExpiredSignatureError:
-            return _oauth_error("invalid_grant", "expired authorization code")
-        except jwt.InvalidTokenError:
-            return _oauth_error("invalid_grant", "invalid assertion")
-        audiences = claims.get("aud")
-        audiences = audiences if isinstance(audiences, list) else [audiences]
-        # Salesforce's JWT bearer flow: `aud` is https://login.salesforce.com, or https://test.salesforce.com
-        # for a sandbox org, whatever URL the token is asked of; the org's My Domain is not an audience.
-        allowed = "https://test.salesforce.com" if self.is_sandbox_org else "https://login.salesforce.com"
-        if not any(isinstance(a, str) and a.rstrip("/") == allowed for a in audiences):
-            return _oauth_error("invalid_grant", "audience is invalid")
-        if claims.get("sub") != self.username:
-            return _oauth_error("invalid_grant", "invalid assertion")
-        return self._issue(self._admin_id)
-
-    def _issue(self, user: str) -> Response:
-        with self._lock:
-            token = self.org_id[:15] + "!" + "".join(self._rng.choices(B62 + ".", k=96))
-            self._tokens[token] = user
-        identity = f"{self.url}/id/{self.org_id}/{user}"
-        issued_at = str(int(time.time() * 1000))
-        digest = hmac.new(self.client_secret.encode(), (identity + issued_at).encode(), hashlib.sha256).digest()
-        return Response(200, {
-            "access_token": token, "instance_url": self.url, "id": identity, "token_type": "Bearer",
-            "issued_at": issued_at, "signature": base64.b64encode(digest).decode(),
-        })
 
     # --- query --------------------------------------------------------------------------------------
     def _query(self, request: Request, version: str, user: str, endpoint: str) -> Response:
@@ -691,11 +586,3 @@ def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _ApiError(400, "JSON_PARSER_ERROR", "Expected a JSON object")
     return body
-
-
-def _oauth_error(error: str, description: str) -> Response:
-    return Response(400, {"error": error, "error_description": description})
-
-
-def _person_name(record: Mapping[str, Any]) -> str:
-    return " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)

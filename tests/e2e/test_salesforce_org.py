@@ -273,6 +273,11 @@ def test_activity_the_user_may_not_see_is_for_the_admin(world: World, hidden: st
     error = raised.value
     assert error.action is Action.ADMIN and error.code == "INVALID_TYPE"
     assert f"sObject type '{hidden}' is not supported." in error.message
+    # The cycle keeps syncing records and shows the object degraded with Salesforce's words.
+    world.seed_leads(1)
+    outcome = world.cycle()
+    assert outcome.error is None and outcome.pulled.records == 1
+    assert outcome.degraded is not None and f"sObject type '{hidden}' is not supported." in outcome.degraded
 
 
 @pytest.mark.parametrize(
