@@ -19,8 +19,8 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from connector.durations import Duration, Percent, parse_duration
@@ -160,21 +160,22 @@ class SalesforceSource(_SourceBase):
         # `api_version: 62.0` unquoted is a float in YAML; accept it as the text the user meant.
         return f"{value:.1f}" if isinstance(value, float) else value
 
-    @model_validator(mode="after")
-    def _client_credentials_url(self) -> SalesforceSource:
-        auth = self.auth
+    @field_validator("auth")
+    @classmethod
+    def _client_credentials_url(cls, auth: Any, info: ValidationInfo) -> Any:
+        instance_url = info.data.get("instance_url")
         if isinstance(auth, ClientCredentialsAuth) and auth.login_url is None:
-            if self.instance_url is None:
+            if instance_url is None:
                 raise ValueError(
-                    "auth method client_credentials needs the org's My Domain as auth.login_url or as "
-                    "instance_url, e.g. https://acme.my.salesforce.com"
+                    "auth method client_credentials needs the org's My Domain as login_url (or as the "
+                    "source's instance_url), e.g. https://acme.my.salesforce.com"
                 )
-            if _host(self.instance_url) in GENERIC_LOGIN_HOSTS:
+            if _host(instance_url) in GENERIC_LOGIN_HOSTS:
                 raise ValueError(
                     "auth method client_credentials is refused on login.salesforce.com and test.salesforce.com: "
                     "set instance_url or auth.login_url to the org's My Domain, e.g. https://acme.my.salesforce.com"
                 )
-        return self
+        return auth
 
     @property
     def login_url(self) -> str | None:
