@@ -219,6 +219,18 @@ def test_months_of_history_are_seeded_as_a_real_org_holds_them(world: World) -> 
     assert any(e.type == "meeting_booked" for e in activity) and any(e.type == "call_logged" for e in activity)
 
 
+def test_the_first_sync_over_months_of_history_moves_and_writes_nothing(world: World) -> None:
+    """The fixture the engine's day-one tests use, through the real cycle: every record takes its
+    CRM stage, months of replies, calls and meetings fire nothing, nothing is written."""
+    past = world.seed_months("Lead", 60, activities=3)
+    outcome = world.cycle()
+    assert outcome.error is None and outcome.pulled.records == 60
+    assert outcome.events.moves.transitions == 0 and not world.sandbox.writes()
+    for record in past.records[:10]:
+        assert [t["cause"] for t in transitions(world, record.id)] == ["external"]
+    assert world.cycle(seconds=60).drained.done == 0 and not world.sandbox.writes()
+
+
 # --- activity: Events, Shared Activities, an Account's roll-up -------------------------------------
 def test_meetings_are_events_and_everyone_on_an_activity_gets_it(world: World) -> None:
     sandbox = world.sandbox
