@@ -524,5 +524,5 @@ def test_a_paused_source_asks_the_crm_before_waiting_out_its_pause(open_world: O
     assert world.sandbox.server.calls() == []
     outcome = world.cycle(seconds=180)
     assert outcome.paused is None and outcome.pulled.records == 3
-    assert [c.path for c in world.sandbox.server.calls()][0].endswith("/limits/")  # one cheap look first
+    assert next(c.path for c in world.sandbox.server.calls()).endswith("/limits/")  # one cheap look first
     assert status_json(world)["paused"] is False
