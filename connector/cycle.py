@@ -23,6 +23,7 @@ from connector.store import repo
 from connector.writeback import Drain, DrainStats
 
 log = logging.getLogger("connector.cycle")
+RECHECK = timedelta(minutes=2)  # how often a paused source asks the CRM whether it may resume
 T = TypeVar("T")
 
 
@@ -52,8 +53,8 @@ class Jobs:
 
     def _guarded(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome, work: Callable[[], T]) -> T | None:
         paused = self.paused_until(synced, now)
-        if paused is not None:
-            outcome.paused = f"paused until {paused.isoformat()}"
+        if paused is not None and not self._usage_back(synced, now):
+            outcome.paused = f"paused until {paused.isoformat()}, or until the CRM's usage is back under the budget"
             return None
         try:
             result = work()
@@ -75,6 +76,25 @@ class Jobs:
             return None
         self._record(synced, now, "ok", None)
         return result
+
+    def _usage_back(self, synced: SyncedObject, now: datetime) -> bool:
+        """A paused source asks the CRM (one cheap call, at most every RECHECK) whether its usage is
+        back under the budget, rather than waiting out the pause: a new day may have reset it."""
+        with self.engine.store.transaction() as session:
+            last = repo.health(session, synced.source, synced.name).last_run_at
+        source = self.engine.sources.get(synced.source)
+        if source is None or (last is not None and now - last < RECHECK):
+            return False
+        try:
+            usage = source.check_usage(synced.name)
+        except CrmError as exc:
+            self._record(synced, now, "paused", exc.describe(), paused_until=self.paused_until(synced, now))
+            return False
+        budget = self.engine.config.model.sources[synced.source].api_budget
+        if usage.used is None or not usage.limit or usage.used < budget * usage.limit:
+            log.info("%s %s: API usage is back under the budget; resuming", synced.source, synced.name)
+            return True
+        return False
 
     def paused_until(self, synced: SyncedObject, now: datetime) -> datetime | None:
         with self.engine.store.transaction() as session:

@@ -63,6 +63,8 @@ class EventStats:
 
 
 def _count(stats: PageStats, write: repo.RecordWrite) -> None:
+    if write.stamp_only:
+        return
     stats.changed += 1
     for transition in write.transitions:
         if transition.suppressed:
@@ -92,9 +94,11 @@ def _baseline(session: Session, synced: SyncedObject, now: datetime, *, save: bo
     """B, fixed (with `save`) at `now` in the transaction of the object's first page when there is none yet."""
     at, _ = repo.get_cursor(session, synced.source, synced.name, BASELINE)
     if at is None:
-        at = now
+        # Whole seconds: Salesforce stamps to the second, so activity logged in the same second as the
+        # first sync must not fall before B by a fraction.
+        at = now.replace(microsecond=0)
         if save:
-            repo.save_cursor(session, synced.source, synced.name, now, None, now, BASELINE)
+            repo.save_cursor(session, synced.source, synced.name, at, None, now, BASELINE)
     return at
 
 
