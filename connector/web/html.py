@@ -42,8 +42,11 @@ def command(*words: str) -> str:
 
 def yaml_key(text: str) -> str:
     """A status as a YAML mapping key: plain when that reads back the same, else double-quoted (JSON is YAML)."""
-    plain = _PLAIN_YAML.fullmatch(text) and text == text.strip() and text.lower() not in {"yes", "no", "on", "off",
-                                                                                       "true", "false", "null"}
+    plain = (
+        _PLAIN_YAML.fullmatch(text)
+        and text == text.strip()
+        and text.lower() not in {"yes", "no", "on", "off", "true", "false", "null"}
+    )
     return text if plain else json.dumps(text, ensure_ascii=False)
 
 

@@ -71,7 +71,7 @@ def _object(v: ObjectView) -> str:
     if s["api_used"] is not None:
         api = f"<dt>API usage</dt><dd>{esc(s['api_used'])} / {esc(s['api_limit'])}</dd>"
     facts = (
-        f"<dl class=\"facts\"><dt>Since</dt><dd>{when(state.since)}{until}</dd>"
+        f'<dl class="facts"><dt>Since</dt><dd>{when(state.since)}{until}</dd>'
         f"<dt>Last pull</dt><dd>{when(s['last_run'])}</dd>"
         f"<dt>Lag</dt><dd>{seconds(s['lag_seconds'])}</dd>"
         f"<dt>Records</dt><dd>{esc(s['records'])}</dd>"
@@ -119,8 +119,10 @@ def _dead(v: ObjectView) -> str:
     count = v.status["outbox_dead"]
     if not count:
         return ""
-    rows = [[esc(d.id), esc(d.status), f'<span class="crm">{esc(d.error)}</span>', esc(d.attempts), when(d.at)]
-            for d in v.dead]
+    rows = [
+        [esc(d.id), esc(d.status), f'<span class="crm">{esc(d.error)}</span>', esc(d.attempts), when(d.at)]
+        for d in v.dead
+    ]
     shown = f" (the latest {len(v.dead)})" if len(v.dead) < count else ""
     ids = ",".join(dict.fromkeys(d.id for d in v.dead))
     retry_ids = command("connector", "outbox", "retry", v.source, v.object, "--ids", ids)
@@ -130,7 +132,7 @@ def _dead(v: ObjectView) -> str:
         f'Retry every dead letter: <code class="cmd">{esc(retry_all)}</code></p>'
     )
     headers = ["Record", "Status we wanted", "The CRM's message", "Attempts", "At"]
-    return f'<h3>Dead letters: {esc(count)}{shown}</h3>{table(headers, rows, "dead")}{retry}'
+    return f"<h3>Dead letters: {esc(count)}{shown}</h3>{table(headers, rows, 'dead')}{retry}"
 
 
 def _quarantine(v: ObjectView) -> str:
@@ -154,13 +156,13 @@ def _quarantine(v: ObjectView) -> str:
 
 def _moves(v: ObjectView) -> str:
     if not v.moves:
-        return "<h3>Recent transitions</h3><p class=\"note\">none yet</p>"
+        return '<h3>Recent transitions</h3><p class="note">none yet</p>'
     rows = []
     for m in v.moves:
         cause = esc(m.cause) + (f" {esc(m.detail)}" if m.detail else "")
         if m.rule:
             cause += f", trigger <q>{esc(m.rule)}</q>"
-        moved = f'{esc(m.from_stage or "(new)")} &rarr; {esc(m.to_stage or "(out)")}'
+        moved = f"{esc(m.from_stage or '(new)')} &rarr; {esc(m.to_stage or '(out)')}"
         outcome = f'<span class="suppressed">not moved: {esc(m.reason)}</span>' if m.suppressed else "moved"
         rows.append([when(m.at), esc(m.id), moved, cause, outcome])
     return "<h3>Recent transitions</h3>" + table(["At", "Record", "Move", "Cause", "Outcome"], rows, "moves")

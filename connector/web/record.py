@@ -8,8 +8,13 @@ from connector.web.html import document, esc, table, when
 from connector.web.page import lookup_form
 
 
-def render_record(objects: list[tuple[str, str]], chosen: tuple[str, str] | None, record_id: str,
-                  data: dict[str, Any] | None, problem: str | None) -> str:
+def render_record(
+    objects: list[tuple[str, str]],
+    chosen: tuple[str, str] | None,
+    record_id: str,
+    data: dict[str, Any] | None,
+    problem: str | None,
+) -> str:
     form = lookup_form(objects, chosen, record_id)
     back = '<p><a href="/">&larr; Sync Health</a></p>'
     if data is None:
@@ -37,12 +42,24 @@ def _explained(d: dict[str, Any]) -> str:
         f"<dt>Last activity</dt><dd>{when(d['last_activity_at'])}</dd></dl>"
     )
     notes = "".join(f'<p class="flag">{f}</p>' for f in flags)
-    writebacks = table(
-        ["Status", "State", "Attempts", "The CRM's message", "At"],
-        ([esc(w["status"]), esc(w["state"]), esc(w["attempts"]), f'<span class="crm">{esc(w["error"])}</span>',
-          when(w["at"])] for w in d["writebacks"]),
-        "writebacks",
-    ) if d["writebacks"] else ""
+    writebacks = (
+        table(
+            ["Status", "State", "Attempts", "The CRM's message", "At"],
+            (
+                [
+                    esc(w["status"]),
+                    esc(w["state"]),
+                    esc(w["attempts"]),
+                    f'<span class="crm">{esc(w["error"])}</span>',
+                    when(w["at"]),
+                ]
+                for w in d["writebacks"]
+            ),
+            "writebacks",
+        )
+        if d["writebacks"]
+        else ""
+    )
     options = "".join(
         f"<li>{esc(o['trigger'])}: on {esc(o['on'])} &rarr; {esc(o['to'])}</li>" for o in d["triggers_from_here"]
     )
@@ -52,7 +69,8 @@ def _explained(d: dict[str, Any]) -> str:
             [
                 when(h["at"]),
                 f"{esc(h['from'] or '(new)')} &rarr; {esc(h['to'] or '(out)')}",
-                esc(h["cause"]) + (f" {esc(h['detail'])}" if h["detail"] else "")
+                esc(h["cause"])
+                + (f" {esc(h['detail'])}" if h["detail"] else "")
                 + (f", trigger <q>{esc(h['rule'])}</q>" if h["rule"] else ""),
                 f'<span class="suppressed">not moved: {esc(h["reason"])}</span>' if h["suppressed"] else "moved",
             ]

@@ -153,9 +153,7 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-def serve(
-    settings: Server, metrics: Metrics, engine: Engine, clock: Callable[[], datetime]
-) -> ThreadingHTTPServer:
+def serve(settings: Server, metrics: Metrics, engine: Engine, clock: Callable[[], datetime]) -> ThreadingHTTPServer:
     """Serve the health page, /healthz (503 when an object is failing or paused) and /metrics in a thread."""
     host, port = split_listen(settings.listen)
     token = settings.token.get_secret_value() if settings.token is not None else None

@@ -78,7 +78,10 @@ def daemon_config(folder: Path, sf: SalesforceSandbox, hs: HubSpotSandbox, serve
 
 
 def test_the_health_page_shows_what_a_user_needs_and_keeps_crm_values_as_text(
-    tmp_path: Path, crms: tuple[SalesforceSandbox, HubSpotSandbox], children: Procs, browser: Any,
+    tmp_path: Path,
+    crms: tuple[SalesforceSandbox, HubSpotSandbox],
+    children: Procs,
+    browser: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sf, hs = crms
@@ -116,7 +119,12 @@ def test_the_health_page_shows_what_a_user_needs_and_keeps_crm_values_as_text(
 
 
 def see_the_page(
-    browser: Any, base: str, sf: SalesforceSandbox, hs: HubSpotSandbox, replied: str, odd: str,
+    browser: Any,
+    base: str,
+    sf: SalesforceSandbox,
+    hs: HubSpotSandbox,
+    replied: str,
+    odd: str,
     funnel: list[dict[str, Any]],
 ) -> None:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -136,8 +144,7 @@ def see_the_page(
         assert "default-src 'self'" in csp and "unsafe-inline" not in csp
 
         summary = {
-            tuple(row.locator("td").all_inner_texts()[:3])
-            for row in page.locator("table.summary tbody tr").all()
+            tuple(row.locator("td").all_inner_texts()[:3]) for row in page.locator("table.summary tbody tr").all()
         }
         assert ("sfdc", "Lead", "OK") in {(s, o, st.upper()) for s, o, st in summary}
         states = {(s, o): st.lower() for s, o, st in summary}
