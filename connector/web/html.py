@@ -22,7 +22,10 @@ def esc(value: object) -> str:
 def when(value: datetime | str | None) -> str:
     """A timestamp in a <time> element (UTC), or a dash."""
     text = _iso(value) if isinstance(value, datetime) else value
-    return f'<time datetime="{esc(text)}">{esc(text)}</time>' if text else "&ndash;"
+    if not text:
+        return "&ndash;"
+    shown = text.replace("T", " ")[:19] + " UTC" if len(text) >= 19 else text  # to the second: people read it
+    return f'<time datetime="{esc(text)}">{esc(shown)}</time>'
 
 
 def seconds(value: float | None) -> str:
