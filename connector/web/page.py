@@ -13,7 +13,7 @@ BAR_WIDTH = 300  # px of the longest funnel bar
 ROW = 28
 
 
-def render_page(views: list[ObjectView], now: datetime) -> str:
+def render_page(views: list[ObjectView], now: datetime, funnel_at: datetime | None = None) -> str:
     summary = table(
         ["Source", "Object", "State", "Since", "Last pull", "Records", "Pending", "Dead", "Quarantined"],
         (
@@ -33,7 +33,9 @@ def render_page(views: list[ObjectView], now: datetime) -> str:
         "summary",
     )
     body = (
-        f"<header><h1>Sync Health</h1><p>as of {when(now)}; refreshes every {REFRESH_SECONDS} s</p></header>"
+        f"<header><h1>Sync Health</h1><p>as of {when(now)}; refreshes every {REFRESH_SECONDS} s"
+        + (f"; funnels as of {when(funnel_at)}" if funnel_at and funnel_at != now else "")
+        + "</p></header>"
         f"<main>{lookup_form([(v.source, v.object) for v in views])}{summary}"
         f"{''.join(_object(v) for v in views)}</main>"
     )

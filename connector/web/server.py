@@ -30,7 +30,7 @@ from connector.web.address import is_loopback, split_listen
 from connector.web.page import render_page
 from connector.web.record import render_record
 from connector.web.state import healthz
-from connector.web.view import page_data
+from connector.web.view import FunnelCache, page_data
 
 log = logging.getLogger("connector.web")
 
@@ -67,6 +67,7 @@ class HealthSite:
         self.clock = clock
         self._token = token.encode() if token else None
         self._css = (resources.files("connector.web") / "static" / "health.css").read_bytes()
+        self.funnels = FunnelCache()
 
     def answer(self, target: str, headers: Any) -> Answer:
         url = urlsplit(target)
@@ -107,8 +108,9 @@ class HealthSite:
 
     def _route(self, path: str, query: dict[str, list[str]]) -> Answer:
         if path == "/":
-            views = page_data(self.engine, self.clock())
-            return Answer(200, HTML, render_page(views, self.clock()).encode())
+            now = self.clock()
+            views = page_data(self.engine, now, self.funnels)
+            return Answer(200, HTML, render_page(views, now, self.funnels.computed_at).encode())
         if path == "/record":
             return self._record(query)
         if path == "/static/health.css":

@@ -24,6 +24,7 @@ from connector.store.schema import OutboxItem
 from connector.web.queries import HealthFacts
 from connector.web.server import serve
 from connector.web.state import object_state
+from connector.web.view import FunnelCache, page_data
 from tests.support import offline_config
 
 MAPPING = """\
@@ -229,3 +230,27 @@ def test_the_state_of_an_object() -> None:
     # Once `status` reports a state of its own, its answer is the one shown.
     told = object_state({**base, "state": "degraded", "problems": [{"kind": "activity", "message": "no Task"}]}, None)
     assert (told.name, told.words) == ("degraded", "no Task")
+
+
+def test_the_funnel_is_recomputed_when_moves_were_written_at_most_once_a_minute(config: Config, store: Store) -> None:
+    engine = Engine(config, store, {})
+    clock = [0.0]
+    cache = FunnelCache(max_age=60, clock=lambda: clock[0])
+
+    def new_stage(at: datetime) -> tuple[int, int]:
+        views = page_data(engine, at, cache)
+        stage = next(s for s in views[0].funnel.stages if s.stage == "New")
+        return stage.count, stage.entered
+
+    assert new_stage(NOW) == (0, 0)
+    with store.transaction() as session:
+        repo.save_records(session, "crm", "Lead", [record("L1", "New")], NOW)
+    clock[0] = 5.0
+    assert new_stage(NOW + timedelta(seconds=5)) == (1, 0)  # records per stage now; the rest within the minute
+    assert cache.computed_at == NOW
+    clock[0] = 61.0
+    assert new_stage(NOW + timedelta(seconds=61)) == (1, 1)
+    assert cache.computed_at == NOW + timedelta(seconds=61)
+    clock[0] = 200.0
+    new_stage(NOW + timedelta(seconds=200))
+    assert cache.computed_at == NOW + timedelta(seconds=61)  # nothing new: not recomputed
