@@ -23,7 +23,7 @@ from connector.store.db import Store, open_store
 from connector.store.schema import OutboxItem
 from connector.web.queries import HealthFacts
 from connector.web.server import serve
-from connector.web.state import object_state
+from connector.web.state import ObjectState, object_state
 from connector.web.view import FunnelCache, page_data
 from tests.support import offline_config
 
@@ -147,7 +147,7 @@ def test_healthz_lists_every_failing_or_paused_object(site: Site) -> None:
     assert status == 503 and detail["ok"] is False
     assert detail["problems"] == [
         "crm Lead: failing: INVALID_SESSION_ID",
-        "crm Contact: paused: write-back paused: INVALID_FIELD_FOR_INSERT_UPDATE: Status",
+        "crm Contact: paused: INVALID_FIELD_FOR_INSERT_UPDATE: Status",
     ]
     assert [o["state"] for o in detail["objects"]] == ["failing", "paused"]
 
@@ -208,28 +208,24 @@ def test_listening_beyond_loopback_requires_a_token(tmp_path: Path, server: str,
     assert f"{path}:9: " in str(raised.value) and error in str(raised.value)
 
 
-def test_the_state_of_an_object() -> None:
+def test_the_state_of_an_object_is_the_one_status_reports_with_since_when() -> None:
     base = {
-        "last_outcome": "ok",
-        "last_error": None,
+        "state": "ok",
+        "problems": [],
         "last_error_at": None,
         "paused": False,
-        "paused_reason": None,
         "paused_until": None,
         "last_run": "2026-03-02T09:00:00Z",
     }
-    facts = HealthFacts("MISSING_SCOPES: crm.objects.emails.read", NOW, None, None, 0)
-    assert object_state(base, None).name == "ok"
-    degraded = object_state(base, facts)
-    assert (degraded.name, degraded.since) == ("degraded", "2026-03-02T09:00:00Z")
-    assert degraded.words == "activity cannot be read: MISSING_SCOPES: crm.objects.emails.read"
-    paused = object_state({**base, "paused": True, "paused_reason": "REQUEST_LIMIT_EXCEEDED"}, facts)
-    assert (paused.name, paused.words) == ("paused", "REQUEST_LIMIT_EXCEEDED")
-    failing = object_state({**base, "last_outcome": "failed", "last_error": "invalid_grant", "paused": True}, facts)
-    assert (failing.name, failing.words) == ("failing", "invalid_grant")
-    # Once `status` reports a state of its own, its answer is the one shown.
-    told = object_state({**base, "state": "degraded", "problems": [{"kind": "activity", "message": "no Task"}]}, None)
-    assert (told.name, told.words) == ("degraded", "no Task")
+    facts = HealthFacts("MISSING_SCOPES", NOW - timedelta(hours=1), "INVALID_FIELD", NOW - timedelta(hours=2), 0)
+    assert object_state(base, None) == ObjectState("ok", None, "2026-03-02T09:00:00Z")
+    assert object_state({**base, "last_run": None}, None).words == "not run yet"
+    problems = [{"kind": "activity", "message": "activity cannot be read: MISSING_SCOPES"}]
+    degraded = object_state({**base, "state": "degraded", "problems": problems}, facts)
+    assert degraded == ObjectState("degraded", "activity cannot be read: MISSING_SCOPES", "2026-03-02T08:00:00Z")
+    problems = [{"kind": "writeback_paused", "message": "INVALID_FIELD"}, {"kind": "activity", "message": "x"}]
+    paused = object_state({**base, "state": "paused", "problems": problems}, facts)
+    assert (paused.words, paused.since) == ("INVALID_FIELD; x", "2026-03-02T07:00:00Z")
 
 
 def test_the_funnel_is_recomputed_when_moves_were_written_at_most_once_a_minute(config: Config, store: Store) -> None:
