@@ -44,6 +44,8 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request
+PAGE_BUILDS = 2  # pages built at once; each reads the store, and the sync needs the cores
+PAGE_WAIT = 20.0  # seconds a request waits for its turn before a 503
 
 
 @dataclass
@@ -68,6 +70,7 @@ class HealthSite:
         self._token = token.encode() if token else None
         self._css = (resources.files("connector.web") / "static" / "health.css").read_bytes()
         self.funnels = FunnelCache()
+        self._builds = threading.BoundedSemaphore(PAGE_BUILDS)
 
     def answer(self, target: str, headers: Any) -> Answer:
         url = urlsplit(target)
@@ -75,11 +78,17 @@ class HealthSite:
         refused = self._check_token(url.path, query, headers)
         if refused is not None:
             return refused
+        if url.path == "/static/health.css":
+            return Answer(200, "text/css; charset=utf-8", self._css, {"Cache-Control": "max-age=300"})
+        if not self._builds.acquire(timeout=PAGE_WAIT):
+            return _text(503, "busy: too many pages are being built; try again", **{"Retry-After": "5"})
         try:
             return self._route(url.path, query)
         except Exception:  # the page must keep serving; the details go to the (scrubbed) log only
             log.exception("the health page failed on %s", url.path)
             return _text(500, "the health page could not be built; the daemon's log says why")
+        finally:
+            self._builds.release()
 
     def _check_token(self, path: str, query: dict[str, list[str]], headers: Any) -> Answer | None:
         if self._token is None:
@@ -113,8 +122,6 @@ class HealthSite:
             return Answer(200, HTML, render_page(views, now, self.funnels.computed_at).encode())
         if path == "/record":
             return self._record(query)
-        if path == "/static/health.css":
-            return Answer(200, "text/css; charset=utf-8", self._css, {"Cache-Control": "max-age=300"})
         if path == "/healthz":
             ok, detail = healthz(self.engine, self.clock())
             return Answer(200 if ok else 503, "application/json", json.dumps(detail).encode())

@@ -22,7 +22,7 @@ from connector.store import repo
 from connector.store.db import Store, open_store
 from connector.store.schema import OutboxItem
 from connector.web.queries import HealthFacts
-from connector.web.server import serve
+from connector.web.server import ServeError, serve
 from connector.web.state import ObjectState, object_state
 from connector.web.view import FunnelCache, page_data
 from tests.support import offline_config
@@ -250,3 +250,16 @@ def test_the_funnel_is_recomputed_when_moves_were_written_at_most_once_a_minute(
     clock[0] = 200.0
     new_stage(NOW + timedelta(seconds=200))
     assert cache.computed_at == NOW + timedelta(seconds=61)  # nothing new: not recomputed
+
+
+def test_an_address_in_use_is_a_message_not_a_traceback(config: Config, tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/busy.db")
+    first = Site(config, store)
+    try:
+        taken = f"127.0.0.1:{first.server.server_address[1]}"
+        with pytest.raises(ServeError, match=f"cannot listen on {taken} \\(server.listen\\): Address already in use"):
+            serve(Server(listen=taken), Metrics(), Engine(config, store, {}), lambda: NOW)
+    finally:
+        first.server.shutdown()
+        first.server.server_close()
+        store.close()
