@@ -80,7 +80,9 @@ class HealthSite:
             return refused
         if url.path == "/static/health.css":
             return Answer(200, "text/css; charset=utf-8", self._css, {"Cache-Control": "max-age=300"})
-        if not self._builds.acquire(timeout=PAGE_WAIT):
+        # Health checks and scrapes never queue behind pages: they have short timeouts of their own.
+        page = url.path in ("/", "/record")
+        if page and not self._builds.acquire(timeout=PAGE_WAIT):
             return _text(503, "busy: too many pages are being built; try again", **{"Retry-After": "5"})
         try:
             return self._route(url.path, query)
@@ -88,7 +90,8 @@ class HealthSite:
             log.exception("the health page failed on %s", url.path)
             return _text(500, "the health page could not be built; the daemon's log says why")
         finally:
-            self._builds.release()
+            if page:
+                self._builds.release()
 
     def _check_token(self, path: str, query: dict[str, list[str]], headers: Any) -> Answer | None:
         if self._token is None:
