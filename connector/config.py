@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from connector.durations import Duration, Percent, parse_duration
-from connector.errors import ConfigError, Problem
+from connector.errors import ConfigError, Problem, UsageError
 from connector.mapping import StageMapping, read_mapping
 from connector.web.address import is_loopback, split_listen
 from connector.yamlfile import YamlDocument, interpolate_env, load_yaml, report_validation_error
@@ -324,6 +324,17 @@ def _resolve_paths(doc: YamlDocument, base: Path) -> None:
             for obj in objects.values():
                 if isinstance(obj, dict) and isinstance(obj.get("mapping"), str):
                     obj["mapping"] = str(base / obj["mapping"])
+
+
+def with_listen(config: Config, listen: str) -> Config:
+    """`connector run --listen ADDR`: the config's server settings, its token included, at another address."""
+    token = config.model.server.token if config.model.server is not None else None
+    try:
+        server = Server(listen=listen, token=token)
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise UsageError(f"--listen: {reasons}") from None
+    return replace(config, model=config.model.model_copy(update={"server": server}))
 
 
 def interval(value: str) -> timedelta:

@@ -93,9 +93,9 @@ def test_the_health_page_shows_what_a_user_needs_and_keeps_crm_values_as_text(
     replied, odd = ids[0], ids[-1]
     monkeypatch.setenv("WEB_TEST_TOKEN", TOKEN)
     base = f"http://127.0.0.1:{free_port()}"
-    config = daemon_config(tmp_path, sf, hs, {"listen": base.removeprefix("http://"), "token": "${WEB_TEST_TOKEN}"})
+    config = daemon_config(tmp_path, sf, hs, {"token": "${WEB_TEST_TOKEN}"})
     store = StoreReader(f"sqlite:///{tmp_path}/connector.db")
-    daemon = children.start("run", "run", "--config", str(config))
+    daemon = children.start("run", "run", "--config", str(config), "--listen", base.removeprefix("http://"))
     try:
         wait_for(lambda: len(store.records("sfdc", "Lead")) == len(ids), 60, "the first sync of sfdc Lead")
         # A reply moves the lead New -> Working; Salesforce refuses the write for good: a dead letter.
@@ -205,12 +205,20 @@ def see_the_page(
         context.close()
 
 
+@pytest.mark.parametrize("where", ["config", "--listen"])
 def test_a_daemon_listening_beyond_loopback_without_a_token_refuses_to_start(
-    tmp_path: Path, crms: tuple[SalesforceSandbox, HubSpotSandbox], children: Procs
+    tmp_path: Path, crms: tuple[SalesforceSandbox, HubSpotSandbox], children: Procs, where: str
 ) -> None:
     sf, hs = crms
-    config = daemon_config(tmp_path, sf, hs, {"listen": f"0.0.0.0:{free_port()}"})
-    daemon = children.run("run", "run", "--config", str(config), timeout=60)
+    listen = f"0.0.0.0:{free_port()}"
+    if where == "config":
+        config = daemon_config(tmp_path, sf, hs, {"listen": listen})
+        daemon = children.run("run", "run", "--config", str(config), timeout=60)
+        expected = f"{config}:"
+    else:
+        config = daemon_config(tmp_path, sf, hs, {"listen": "127.0.0.1:9108"})
+        daemon = children.run("run", "run", "--config", str(config), "--listen", listen, timeout=60)
+        expected = f"error: --listen: listen {listen} is reachable from other machines"
     assert daemon.popen.returncode == 2, daemon.diagnostics()
-    assert f"{config}:" in daemon.stderr() and "server.token" in daemon.stderr(), daemon.stderr()
+    assert expected in daemon.stderr() and "server.token" in daemon.stderr(), daemon.stderr()
     assert "Traceback" not in daemon.stderr()
