@@ -22,7 +22,7 @@ BAD_STATES = ("failing", "paused")  # what makes /healthz answer 503; degraded i
 class ObjectState:
     name: str  # ok | degraded | paused | failing
     words: str | None  # the CRM's own words (every problem, worst first)
-    since: str | None  # ISO instant the condition was recorded
+    since: str | None  # ISO instant the condition was recorded; None when ok
     until: str | None = None  # a pause that ends by itself
 
 
@@ -40,7 +40,9 @@ def _since(state: str, obj: dict[str, Any], facts: HealthFacts | None) -> str | 
         return _iso(facts.writeback_error_at)
     if state == "degraded" and facts is not None:
         return _iso(facts.activity_error_at)
-    return _text(obj["last_run"])
+    if state == "paused":
+        return _text(obj["last_run"])  # the run that found the budget spent
+    return None  # ok: the health row does not keep when it last changed
 
 
 def _text(value: Any) -> str | None:

@@ -218,7 +218,7 @@ def test_the_state_of_an_object_is_the_one_status_reports_with_since_when() -> N
         "last_run": "2026-03-02T09:00:00Z",
     }
     facts = HealthFacts("MISSING_SCOPES", NOW - timedelta(hours=1), "INVALID_FIELD", NOW - timedelta(hours=2), 0)
-    assert object_state(base, None) == ObjectState("ok", None, "2026-03-02T09:00:00Z")
+    assert object_state(base, None) == ObjectState("ok", None, None)
     assert object_state({**base, "last_run": None}, None).words == "not run yet"
     problems = [{"kind": "activity", "message": "activity cannot be read: MISSING_SCOPES"}]
     degraded = object_state({**base, "state": "degraded", "problems": problems}, facts)
