@@ -43,6 +43,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "[::1]"}
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request
 PAGE_BUILDS = 2  # pages built at once; each reads the store, and the sync needs the cores
 PAGE_WAIT = 20.0  # seconds a request waits for its turn before a 503
@@ -95,6 +96,10 @@ class HealthSite:
 
     def _check_token(self, path: str, query: dict[str, list[str]], headers: Any) -> Answer | None:
         if self._token is None:
+            # Without a token only loopback is served; a page elsewhere that rebinds its name to 127.0.0.1
+            # must not read it, so the browser has to have asked for a loopback name.
+            if _host_name(str(headers.get("Host") or "localhost")) not in LOOPBACK_NAMES:
+                return _text(403, "this page answers to a loopback address only (127.0.0.1, localhost, [::1])")
             return None
         given = query.get("token", [None])[0]
         if given is not None:
@@ -103,7 +108,8 @@ class HealthSite:
             # Swap the token in the address bar for a cookie, so it stays out of history and bookmarks.
             rest = urlencode([(k, v) for k, values in query.items() if k != "token" for v in values])
             cookie = f"{COOKIE}={quote(given, safe='')}; HttpOnly; SameSite=Strict; Path=/"
-            return Answer(303, TEXT, b"", {"Location": path + (f"?{rest}" if rest else ""), "Set-Cookie": cookie})
+            here = "/" + path.lstrip("/")  # never `//elsewhere`: that would send the browser off-site
+            return Answer(303, TEXT, b"", {"Location": here + (f"?{rest}" if rest else ""), "Set-Cookie": cookie})
         bearer = str(headers.get("Authorization") or "")
         if bearer.startswith("Bearer ") and self._matches(bearer.removeprefix("Bearer ").strip()):
             return None
@@ -147,6 +153,12 @@ class HealthSite:
         except UsageError as exc:
             return Answer(404, HTML, render_record(objects, chosen, record_id, None, str(exc)).encode())
         return Answer(200, HTML, render_record(objects, chosen, record_id, data, None).encode())
+
+
+def _host_name(host: str) -> str:
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rpartition(":")[0] if ":" in host else host
 
 
 def _cookie(header: str, name: str) -> str | None:

@@ -139,6 +139,10 @@ def test_the_page_escapes_crm_values_and_forbids_inline_script(site: Site) -> No
     css_status, css_headers, css = site.get("/static/health.css")
     assert css_status == 200 and css_headers["Content-Type"].startswith("text/css") and ".state-failing" in css
     assert site.get("/nowhere")[0] == 404
+    # Without a token, only a browser that asked for a loopback name is answered (no DNS rebinding).
+    assert site.get("/", Host="localhost:8080")[0] == 200  # an SSH tunnel's local port
+    assert site.get("/healthz", Host="[::1]:9108")[0] in (200, 503)
+    assert site.get("/", Host="rebound.example.com:9108")[0] == 403
 
 
 def test_healthz_lists_every_failing_or_paused_object(site: Site) -> None:
@@ -173,6 +177,8 @@ def test_the_token_is_checked_on_every_request(config: Config, tmp_path: Path) -
         assert site.get("/metrics", Authorization=f"Bearer {TOKEN}")[0] == 200
         status, headers, _ = site.get(f"/record?token={TOKEN}&id=L1")
         assert status == 303 and headers["Location"] == "/record?id=L1"
+        assert site.get(f"//elsewhere.example?token={TOKEN}")[1]["Location"] == "/elsewhere.example"
+        assert site.get("/", Host="anything.example", Authorization=f"Bearer {TOKEN}")[0] == 200
         cookie = headers["Set-Cookie"].split(";")[0]
         assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
         assert site.get("/", Cookie=cookie)[0] == 200
