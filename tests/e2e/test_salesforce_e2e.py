@@ -208,9 +208,7 @@ def test_writeback_is_echo_free(open_world: OpenWorld, db_url: str) -> None:
     before = history(world, lead)
 
     outcome = world.cycle()
-    # Our own write, read back: no transition and nothing to write. (sObject Collections answer no
-    # SystemModstamp, so the store learns our write's stamp only now: `changed` counts that.)
-    assert outcome.pulled.records == 1 and outcome.pulled.transitions == 0
+    assert outcome.pulled.records == 1 and outcome.pulled.changed == 0  # our own write, read back
     assert outcome.drained.claimed == 0
     assert history(world, lead) == before
     assert written(world) == [(lead, WORKING)]
