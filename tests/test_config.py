@@ -377,6 +377,8 @@ writeback: {enabled: yes please}
         load_config(path, ENV)
     assert [str(p) for p in caught.value.problems] == [
         f"{path}:5: sources.sfdc.api_budjet: unknown key 'api_budjet' (did you mean 'api_budget'?)",
+        f"{path}:6: sources.sfdc.auth: auth method client_credentials needs the org's My Domain as login_url (or as "
+        "the source's instance_url), e.g. https://acme.my.salesforce.com",
         f"{path}:9: sources.sfdc.auth.client_secret: environment variable NOT_SET_ANYWHERE is not set",
         f"{path}:12: schedule.sync_every: bad duration '10 days': {DURATION_HINT}",
         f"{path}:12: schedule.timers_every: bad duration '0d': must be more than zero",
