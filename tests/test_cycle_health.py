@@ -17,16 +17,8 @@ from connector.sources.base import ApiUsage, Cursor, EventPage, Page, RemoteReco
 from connector.sources.errors import Action, CrmError
 from connector.status import status
 from connector.store.db import Store
-from tests.support import offline_config
+from tests.support import SMALL_MAPPING, offline_config
 
-MAPPING = """\
-stages:
-  - {name: New, category: in_progress}
-  - {name: Working, category: in_progress}
-statuses: {Open: New, Contacted: Working}
-triggers:
-  - {name: replied, on: email_replied, from: [New], to: Working}
-"""
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DENIED = "INVALID_TYPE: sObject type 'Task' is not supported."
 READ_ONLY = "INVALID_FIELD_FOR_INSERT_UPDATE: Unable to create/update fields: Status."
@@ -71,7 +63,7 @@ class Crm:
 
 @pytest.fixture
 def rig(store: Store, tmp_path: Path) -> tuple[Engine, Crm, Jobs]:
-    config = load_config(offline_config(tmp_path, MAPPING), environ={})
+    config = load_config(offline_config(tmp_path, SMALL_MAPPING), environ={})
     crm = Crm()
     engine = Engine(config, store, {"crm": crm})  # type: ignore[dict-item]
     engine.clock = lambda: T0
