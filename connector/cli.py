@@ -401,3 +401,4 @@ def print_json(data: Any) -> None:
 from connector.cli_reports import register as _register_reports  # noqa: E402
 
 _register_reports(main)
+import connector.cli_outbox  # noqa: E402,F401  (adds `outbox` to `main`; see that module)
