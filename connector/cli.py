@@ -75,6 +75,26 @@ def _parse_now(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def outside_failure(exc: BaseException, source: str | None) -> tuple[str, int] | None:
+    """The one line and exit code for a failure outside the user's control, or None for a bug.
+
+    A CRM's refusal or an unreachable CRM (already classified as a CrmError by the sources, with the
+    CRM's words) and a file the system will not let us read end a command the same way everywhere:
+    the source, the cause, exit 2 when the admin must change something, else 1.
+    """
+    from connector.sources.errors import Action, CrmError
+
+    where = f"{source}: " if source else ""
+    if isinstance(exc, CrmError):
+        admin = exc.action is Action.ADMIN
+        hint = " (check the source's credentials, permissions and field names)" if admin else ""
+        return f"error: {where}{exc.describe()}{hint}", 2 if admin else 1
+    if isinstance(exc, OSError):
+        name = f": {exc.filename}" if exc.filename else ""
+        return f"error: {where}{exc.strerror or exc}{name}", 2 if exc.filename else 1
+    return None
+
+
 def common(func: F) -> F:
     """--config and --now on every command, and one place that turns our errors into exit codes."""
 
@@ -100,6 +120,12 @@ def common(func: F) -> F:
         except ConnectorError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:
+            failure = outside_failure(exc, kwargs.get("source"))
+            if failure is None:
+                raise  # a bug: the traceback is what a bug report needs
+            click.echo(failure[0], err=True)
+            sys.exit(failure[1])
         finally:
             context.close()
 
@@ -114,25 +140,13 @@ def main() -> None:
 
 @main.command()
 @click.option("--live", is_flag=True, help="also check in the CRM that each field exists and every value is mapped")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object: ok, and every problem found")
 @common
-def validate(ctx: Context, live: bool) -> None:
+def validate(ctx: Context, live: bool, as_json: bool) -> None:
     """Check the config and every mapping file; every problem is listed with file:line."""
-    config = ctx.config
-    mappings = {o.mapping.file for o in config.objects.values()}
-    files = "mapping file" if len(mappings) == 1 else "mapping files"
-    click.echo(f"{ctx.config_path}: ok ({len(config.objects)} objects, {len(mappings)} {files})")
-    if live:
-        from connector.live import validate_live
-        from connector.sources.factory import open_sources
+    from connector.cli_validate import run_validate
 
-        sources = open_sources(config)
-        try:
-            failed = validate_live(sources, list(config.objects.values()), click.echo)
-        finally:
-            for source in sources.values():
-                source.close()
-        if failed:
-            sys.exit(2)
+    sys.exit(run_validate(ctx, live, as_json))
 
 
 @main.command()
@@ -350,6 +364,8 @@ def mapping_init(ctx: Context, source: str, object_name: str, field_name: str, o
     if source not in config.sources:
         names = sorted(config.sources)
         raise UsageError(f"unknown source '{source}'{suggest(source, names)}; sources: {', '.join(names)}")
+    if source in config.missing_files:
+        raise ConfigError(list(config.missing_files[source]))
     if out is not None and out.exists() and not force:
         raise UsageError(f"{out} exists; pass --force to overwrite it")
     settings = config.sources[source]
