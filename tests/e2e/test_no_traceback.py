@@ -61,7 +61,11 @@ def _broken(text: str, fault: str) -> str:
         return text.replace(facts["secret"], "wrong-secret").replace(facts["token"], "wrong-token")
     if fault == "closed-port":
         port = facts["closed"]
-        return text.replace(facts["sf"], f"https://127.0.0.1:{port}").replace(facts["hs"], f"http://127.0.0.1:{port}")
+        text = text.replace(facts["sf"], f"https://127.0.0.1:{port}").replace(facts["hs"], f"http://127.0.0.1:{port}")
+        # Network errors are retried with backoff (about 20 s a source by default); the test needs the last answer.
+        return text.replace("    type: salesforce\n", "    type: salesforce\n    max_retries: 0\n").replace(
+            "    type: hubspot\n", "    type: hubspot\n    max_retries: 0\n"
+        )
     return text.replace("    ca_bundle: ", "    ca_bundle: missing-").replace(
         "  hubspot:\n    type: hubspot\n", "  hubspot:\n    type: hubspot\n    ca_bundle: missing-ca.pem\n"
     )
