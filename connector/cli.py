@@ -399,6 +399,22 @@ def demo(keep: bool) -> None:
     sys.exit(run_demo(click.echo, keep))
 
 
+@main.command()
+@click.option(
+    "--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=Path("connector-sandbox"),
+    show_default=True, help="folder for config.yaml, the CA file and the ports (reused when it exists)",
+)
+def sandbox(folder: Path) -> None:
+    """Serve both sandbox CRMs on loopback until Ctrl-C, with a config.yaml in --dir that points at them."""
+    from connector.sandbox_cmd import serve
+
+    try:
+        sys.exit(serve(folder, click.echo))
+    except ConnectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @common
