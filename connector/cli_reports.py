@@ -180,7 +180,7 @@ def funnel_command(
 
     engine = ctx.engine()
     objects = engine.objects(source, object_name)
-    funnels = reports.funnel(engine, objects, _since(since_text, ctx.now))
+    funnels = reports.funnel(engine, objects, _since(since_text, ctx.now), ctx.now)
     if fmt == "png":
         path = out or Path("funnel.png")
         reports.render_png(funnels, path)
