@@ -410,6 +410,9 @@ def render_png(funnels: list[ObjectFunnel], path: Any) -> None:
         axes[0].axis("off")
         axes[0].text(0.5, 0.5, "no objects", ha="center", va="center")
     legend = [Patch(color=COLORS[c], label=CATEGORY_LABEL[c]) for c in CATEGORY_ORDER]
-    figure.legend(handles=legend, loc="outside lower center", ncols=3, frameon=False, fontsize=10)
-    figure.text(0.01, 0.005, ENTERED_NOTE, fontsize=8.5, color="#666666", ha="left", va="bottom", wrap=True)
+    # The note rides as the legend's title: constrained layout then keeps it clear of the legend and the bars.
+    figure.legend(
+        handles=legend, loc="outside lower center", ncols=3, frameon=False, fontsize=10,
+        title=ENTERED_NOTE.replace(", so bars", ",\nso bars"), title_fontsize=8.5,
+    )
     figure.savefig(path, format="png", facecolor="white")
