@@ -8,14 +8,18 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from connector.config import Config, default_config_path, load_config
-from connector.engine import Engine
 from connector.errors import ConfigError, ConnectorError, UsageError
-from connector.progress import counting
+
+if TYPE_CHECKING:
+    from connector.config import Config
+    from connector.engine import Engine
+
+# Commands import what they need inside their bodies: `connector --help`, `status` and `explain` must
+# start at once, without the CRM clients, alembic or matplotlib (tests/test_lazy_imports.py guards it).
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,6 +43,7 @@ class Context:
 
     def engine(self, *, with_sources: bool = False) -> Engine:
         if self._engine is None:
+            from connector.engine import Engine
             from connector.store.db import open_store
 
             store = open_store(self.config.database_url)
@@ -58,6 +63,8 @@ class Context:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from connector.config import load_config
+
             self._config = load_config(self.config_path)
             for warning in self._config.warnings:
                 click.echo(str(warning), err=True)
@@ -109,6 +116,8 @@ def common(func: F) -> F:
     )
     @functools.wraps(func)
     def wrapper(config_path: Path | None, now: datetime | None, **kwargs: Any) -> Any:
+        from connector.config import default_config_path
+
         context = Context(config_path or default_config_path(), now)
         try:
             return func(context, **kwargs)
@@ -255,6 +264,7 @@ def event(ctx: Context, source: str, object_name: str, record_id: str, event_typ
 def sync(ctx: Context, source: str | None, object_name: str | None, once: bool, dry_run: bool, as_json: bool) -> None:
     """One full cycle: pull, activity, timers (as of --now), write-back. Exit 1 if records failed."""
     from connector.cycle import Jobs
+    from connector.progress import counting
     from connector.sync_commands import outcome_json, outcome_line
 
     engine = ctx.engine(with_sources=True)

@@ -32,7 +32,6 @@ def register(main: click.Group) -> None:
 
 
 from connector.cli import Context, common  # noqa: E402
-from connector.durations import parse_duration  # noqa: E402
 from connector.errors import UsageError  # noqa: E402
 
 LARGE = 2000  # rows to apply from which progress is shown
@@ -147,6 +146,8 @@ def report() -> None:
 def _since(value: str | None, now: datetime) -> datetime | None:
     if value is None:
         return None
+    from connector.durations import parse_duration
+
     text = value.strip()
     try:
         return now - parse_duration(text)
