@@ -25,6 +25,7 @@ from connector.sandbox.salesforce import SalesforceSandbox
 STATE = "sandbox.json"
 CA_CERT = "sandbox-ca.pem"
 CA_KEY = "sandbox-ca-key.pem"
+OURS = ("Written by `connector sandbox`", "Written by `connector demo`")  # the header of a config we wrote
 LEADS = 40
 CONTACTS = 40
 LEAD_STATUSES = ["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"]
@@ -169,9 +170,13 @@ def _config_matches(config: Path, crms: Sandboxes) -> bool:
 def serve(folder: Path, echo: Callable[[str], None], stop: threading.Event | None = None) -> int:
     """Serve until SIGINT or SIGTERM (or `stop` is set); 0 on a clean stop."""
     stop = stop or threading.Event()
+    config = folder / "config.yaml"
+    if config.is_file() and not any(m in config.read_text(encoding="utf-8", errors="replace") for m in OURS):
+        # Someone's own config: never overwrite it with one that points at the sandboxes.
+        raise UsageError(f"{config} exists and was not written by `connector sandbox` or `connector demo`; "
+                         "give another --dir")
     crms = start_sandboxes(folder)
     try:
-        config = folder / "config.yaml"
         kept = _config_matches(config, crms)
         if not kept:
             write_config(folder, crms)

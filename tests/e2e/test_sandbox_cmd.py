@@ -87,3 +87,11 @@ def test_serves_until_sigterm_and_its_config_works_again_after_a_restart(tmp_pat
         assert code == 0, out
     finally:
         assert _stop(process) == 0
+
+
+def test_refuses_to_overwrite_a_config_it_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("database: sqlite:///mine.db\n")
+    result = CliRunner().invoke(main, ["sandbox", "--dir", str(tmp_path)])
+    assert result.exit_code == 2 and "give another --dir" in result.output
+    assert (tmp_path / "config.yaml").read_text() == "database: sqlite:///mine.db\n"
+    assert not (tmp_path / "sandbox.json").exists()
