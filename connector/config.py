@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -28,7 +28,7 @@ from connector.durations import Duration, Percent, parse_duration
 from connector.errors import ConfigError, Problem, UsageError
 from connector.mapping import StageMapping, read_mapping
 from connector.web.address import is_loopback, split_listen
-from connector.yamlfile import YamlDocument, interpolate_env, load_yaml, report_validation_error
+from connector.yamlfile import YamlDocument, dotted, interpolate_env, load_yaml, report_validation_error
 
 DEFAULT_CONFIG = "config.yaml"
 MIN_TOKEN_LENGTH = 16  # the health page token: long enough not to be guessed over the network
@@ -280,6 +280,9 @@ class Config:
     model: ConfigFile
     objects: MappingProxyType[tuple[str, str], SyncedObject]
     warnings: tuple[Problem, ...] = ()
+    # A ca_bundle or JWT key file that does not exist, per source: an error for whatever talks to that CRM
+    # (and for `validate`), while commands that only read the store still work.
+    missing_files: MappingProxyType[str, tuple[Problem, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def database_url(self) -> str:
@@ -326,6 +329,11 @@ def load_config(file: Path, environ: dict[str, str] | None = None, *, read_mappi
     for source_name, source in model.sources.items() if read_mappings else ():
         for object_name, settings in source.objects.items():
             path = settings.mapping
+            if path not in mappings and not path.is_file():
+                # Said where the config names it, not as a bare "file not found" on a path nobody typed.
+                key = ("sources", source_name, "objects", object_name, "mapping")
+                problems.append(doc.at(key, f"{dotted(key)}: mapping file not found: {path}"))
+                mappings[path] = None
             if path not in mappings:
                 mapping, found = read_mapping(path)
                 mappings[path] = mapping
@@ -333,9 +341,25 @@ def load_config(file: Path, environ: dict[str, str] | None = None, *, read_mappi
             mapping = mappings[path]
             if mapping is not None:
                 objects[(source_name, object_name)] = SyncedObject(source_name, object_name, settings, mapping)
+    missing = _missing_files(doc, model)
     if any(not p.warning for p in problems):
-        raise ConfigError(problems)
-    return Config(file, model, MappingProxyType(objects), tuple(problems))
+        # Every problem at once: the missing key or CA files too, though alone they would not stop this load.
+        raise ConfigError(problems + [p for found in missing.values() for p in found])
+    return Config(file, model, MappingProxyType(objects), tuple(problems), missing)
+
+
+def _missing_files(doc: YamlDocument, model: ConfigFile) -> MappingProxyType[str, tuple[Problem, ...]]:
+    missing: dict[str, tuple[Problem, ...]] = {}
+    for name, source in model.sources.items():
+        files: list[tuple[tuple[str, ...], Path | None]] = [(("sources", name, "ca_bundle"), source.ca_bundle)]
+        auth = getattr(source, "auth", None)
+        files.append((("sources", name, "auth", "private_key_file"), getattr(auth, "private_key_file", None)))
+        found = tuple(
+            doc.at(key, f"{dotted(key)}: file not found: {path}") for key, path in files if path and not path.is_file()
+        )
+        if found:
+            missing[name] = found
+    return MappingProxyType(missing)
 
 
 def _raw_mapping_paths(data: dict[str, Any]) -> list[Path]:

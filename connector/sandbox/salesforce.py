@@ -105,6 +105,7 @@ class SalesforceSandbox(OAuthEndpoint):
         seed: int = 0,
         login_host: str | None = None,
         is_sandbox_org: bool = False,
+        ca: trustme.CA | None = None,
     ) -> None:
         super().__init__(seed=seed, client_id=client_id, client_secret=client_secret, username=username,
                          password=password, login_host=login_host, is_sandbox_org=is_sandbox_org)
@@ -113,21 +114,21 @@ class SalesforceSandbox(OAuthEndpoint):
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
         self._tmp: Path | None = None
         self._url = ""
-        ca = trustme.CA()
+        ca = ca or trustme.CA()  # a given CA: a restarted sandbox that clients already trust
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
         self._ca = ca
         self.server = LoopbackServer(self.handle, tls=tls, latency=latency)
 
     # --- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, port: int = 0) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="sf-sandbox-"))
         self._ca.cert_pem.write_to_path(str(self._tmp / "ca.pem"))
         key = jwt_key().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         (self._tmp / "jwt-key.pem").write_bytes(key)
-        self.server.start()
+        self.server.start(port)
         self._url = self.server.url
 
     def stop(self) -> None:

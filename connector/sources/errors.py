@@ -12,9 +12,6 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-import requests
-import urllib3.exceptions
-
 
 class Action(StrEnum):
     RETRY = "retry"  # transient: try again with backoff
@@ -179,6 +176,7 @@ def not_json(body: str, status: int | None = 200) -> CrmError:
 
 def from_salesforce(exc: BaseException) -> CrmError:
     """Translate what simple-salesforce or requests raised."""
+    import requests  # here, not at the top: the store-only commands import this module, not the clients
     from simple_salesforce.exceptions import SalesforceError
 
     if isinstance(exc, CrmError):
@@ -232,6 +230,8 @@ def hubspot_error(status: int | None, body: Any, headers: Mapping[str, str] | No
 
 def from_hubspot(exc: BaseException) -> CrmError:
     """Translate what hubspot-api-client or urllib3 raised."""
+    import urllib3.exceptions
+
     if isinstance(exc, CrmError):
         return exc
     status = getattr(exc, "status", None)
