@@ -69,6 +69,7 @@ from functools import cached_property
 from typing import Any, Literal, Self
 
 from connector.sandbox._http import LoopbackServer, Request, Response
+from connector.sandbox.hubspot_index import SearchView
 from connector.sandbox.hubspot_search import (
     Record,
     SearchError,
@@ -192,6 +193,8 @@ class _Table:
     records: dict[int, Record] = field(default_factory=dict)
     index: SortedIndex = field(default_factory=SortedIndex)
     links: dict[str, dict[int, list[int]]] = field(default_factory=dict)  # to-type -> id -> ids
+    view: SearchView | None = None  # the search index, once a lag is set; None: search reads live
+    merged: dict[int, int] = field(default_factory=dict)  # merged-away id -> the id that survived
 
     def kind(self, name: str) -> str | None:
         prop = self.schema.get(name)
@@ -212,6 +215,7 @@ _CONTACT_PROPERTIES = (
     PropertyDef("country", "Country/Region"),
     _enum("hs_lead_status", "Lead Status", LEAD_STATUSES, field_type="radio"),
     _enum("lifecyclestage", "Lifecycle Stage", LIFECYCLE_STAGES, field_type="radio"),
+    PropertyDef("hs_merged_object_ids", "Merged Contact IDs", "enumeration", "checkbox", read_only=True),
 )
 _COMPANY_PROPERTIES = (
     PropertyDef("name", "Company name"),
@@ -240,12 +244,15 @@ _CALL_PROPERTIES = (
 
 def _table(name: str, type_id: str, dates: tuple[str, str], props: Iterable[PropertyDef], group: str) -> _Table:
     created, modified = dates
-    fixed = (
+    fixed: tuple[PropertyDef, ...] = (
         PropertyDef("hs_object_id", "Record ID", "number", "number", read_only=True),
         _date(created, "Create Date", read_only=True),
         _date(modified, "Last Modified Date", read_only=True),
         _enum("hubspot_owner_id", "Owner", (), external_options=True),
     )
+    if name in ("contacts", "companies"):  # HubSpot's calculated "Date entered <stage>" properties
+        fixed += tuple(_date(f"hs_v2_date_entered_{v}", f"Date entered {label}", read_only=True)
+                       for v, label in LIFECYCLE_STAGES)  # fmt: skip
     schema = {p.name: replace(p, group=group) for p in (*props, *fixed)}
     singular = "company" if name == "companies" else name.removesuffix("s")
     defaults = {"contacts": ("email", "firstname", "lastname"), "companies": ("name", "domain")}.get(name, ())
@@ -337,6 +344,9 @@ def _normalise(prop: PropertyDef, raw: Any) -> tuple[str | None, tuple[str, str]
         return None, (f"{text} was not a valid {'long' if prop.type == 'datetime' else 'number'}.", "INVALID_LONG")
 
 
+_SOURCE_IDS = {"API": "sandbox-private-app", "CRM_UI": "userId:4000001", "IMPORT": "import:1"}
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -369,6 +379,13 @@ class HubSpotSandbox:
         self.search_rate_per_second = search_rate_per_second
         self.daily_limit = daily_limit
         self.lifecycle_backwards: Literal["ignore", "reject"] = "ignore"
+        self.search_lag = 0.0  # seconds a change takes to reach search; see set_search_lag
+        # Whether search filters compare hs_object_id as text ("10" > "9" is false), as a public
+        # connector's tests record of HubSpot; sorting by it stays numeric.
+        self.ids_as_text = False
+        self._late: dict[tuple[str, int], float] = {}
+        # (type, id) -> property -> [(value, ms, sourceType)], oldest first: propertiesWithHistory
+        self._history: dict[tuple[str, int], dict[str, list[tuple[str | None, int, str]]]] = {}
         self.clock: Callable[[], datetime] = _utcnow
         # Seconds for the rate-limit windows; a test may replace it to step time instead of sleeping.
         self.timer: Callable[[], float] = time.monotonic
@@ -433,6 +450,10 @@ class HubSpotSandbox:
             self._accepted.clear()
             self._day, self._day_count = None, 0
             self.rate_limited_count = 0
+            self.search_lag = 0.0
+            self._late.clear()
+            self._history.clear()
+            self.ids_as_text = False
         self.server.reset_calls()
 
     # --- steering the portal from a test ---------------------------------------------------------
@@ -471,16 +492,87 @@ class HubSpotSandbox:
                     links.append((record.id, int(contact)))
             table.records.update((r.id, r) for r in made)
             table.index.add_many(made)
+            for record in made:
+                self._indexed(table, record)
             for record_id, contact_id in links:
                 self._link(table.name, record_id, contact_id)
         return [str(r.id) for r in made]
+
+    def backdate(self, object_type: str, record_id: str, changes: Sequence[tuple[str, str, datetime]]) -> None:
+        """Past edits of a seeded record, oldest first, as (property, value, when): they become its
+        property history (and lifecycle entry dates), and its values if later than what it holds.
+        Its modified date is not touched: seed it with the date of its last change."""
+        table = self._table(object_type, api=False)
+        with self._lock:
+            record = table.records[int(record_id)]
+            for name, value, when in changes:
+                checked = self._checked(table, {name: value})
+                self._remember(table, record, {name: checked.get(name)}, dt_to_ms(when), "CRM_UI")
+                record.values.update(checked)
+
+    def set_search_lag(self, seconds: float) -> None:
+        """Searches see each record as it was `seconds` ago (values, modified date, existence), while
+        reads by id stay live: HubSpot's search index lag. What exists now is already searchable."""
+        with self._lock:
+            self.search_lag = seconds
+            now = self._now_ms()
+            for table in self._tables.values():
+                if table.view is None:
+                    table.view = SearchView(table)
+                    for record in table.records.values():
+                        table.view.note(record, now)
+
+    def index_late(self, object_type: str, record_id: str, seconds: float) -> None:
+        """The record's next change reaches search `seconds` later than the lag: indexed behind newer ones."""
+        table = self._table(object_type, api=False)
+        with self._lock:
+            self.set_search_lag(self.search_lag)
+            self._late[(table.name, int(record_id))] = seconds
+
+    def _indexed(self, table: _Table, record: Record) -> None:
+        """Queues the record as it is now for the search index."""
+        if table.view is None:
+            return
+        extra = self._late.pop((table.name, record.id), 0.0)
+        stamp = record.archived_ms if record.archived_ms is not None else record.modified_ms
+        table.view.note(record, stamp + round((self.search_lag + extra) * 1000))
+
+    def merge(self, object_type: str, primary_id: str, merged_id: str) -> None:
+        """A person merges `merged_id` into `primary_id` (HubSpot's "merge records"). The survivor keeps
+        its values, takes the other's where it has none, lists the merged-away ids in
+        `hs_merged_object_ids` (";"-separated) and is modified now; the merged-away id leaves lists
+        and searches, is not archived, and a GET or batch read of it answers the survivor."""
+        table = self._table(object_type, api=False)
+        with self._lock:
+            primary, gone = table.records[int(primary_id)], table.records.pop(int(merged_id))
+            if gone.archived_ms is None:
+                table.index.remove(gone)
+            for old, survivor in list(table.merged.items()):
+                if survivor == gone.id:
+                    table.merged[old] = primary.id
+            table.merged[gone.id] = primary.id
+            ids = [i for i in (primary.values.get("hs_merged_object_ids") or "").split(";") if i]
+            ids += [str(gone.id), *(i for i in (gone.values.get("hs_merged_object_ids") or "").split(";") if i)]
+            values: dict[str, str | None] = {k: v for k, v in gone.values.items() if k not in primary.values}
+            values["hs_merged_object_ids"] = ";".join(dict.fromkeys(ids))
+            for kind, links in table.links.items():
+                moved = links.pop(gone.id, [])
+                links.setdefault(primary.id, []).extend(i for i in moved if i not in links.get(primary.id, []))
+                back = self._tables[kind].links.get(table.name, {})
+                for engagement in moved:
+                    back[engagement] = [primary.id if i == gone.id else i for i in back.get(engagement, [])]
+            if table.view is not None:
+                gone.archived_ms = self._now_ms()  # leaves the search index like an archived record
+                self._indexed(table, gone)
+                gone.archived_ms = None
+            self._apply(table, primary, values)
 
     def edit_as_person(self, object_type: str, record_id: str, **properties: Any) -> None:
         """A user's edit in HubSpot's UI: options are checked, lifecyclestage may move backwards."""
         table = self._table(object_type, api=False)
         with self._lock:
             record = table.records[int(record_id)]
-            self._apply(table, record, self._checked(table, properties))
+            self._apply(table, record, self._checked(table, properties), "CRM_UI")
 
     def record(self, object_type: str, record_id: str) -> dict[str, Any]:
         table = self._table(object_type, api=False)
@@ -511,6 +603,7 @@ class HubSpotSandbox:
             record = Record(self._take_id(), self._checked(table, values), now, now)
             table.records[record.id] = record
             table.index.add(record)
+            self._indexed(table, record)
             self._link(kind, record.id, int(contact_id))
             return str(record.id)
 
@@ -664,7 +757,9 @@ class HubSpotSandbox:
         table = self._table(type_name)
         props, links = _list_param(request, "properties"), _list_param(request, "associations")
         with self._lock:
-            record = self._find(table, raw_id, request.param("idProperty"), _bool_param(request, "archived"))
+            record = self._find(
+                table, raw_id, request.param("idProperty"), _bool_param(request, "archived"), read=True
+            )
             if record is None:
                 raise _ApiError(404, NOT_FOUND_MESSAGE, "OBJECT_NOT_FOUND", context={"id": [raw_id]})
             return Response(200, self._object(table, record, props, links), records=1)
@@ -679,6 +774,7 @@ class HubSpotSandbox:
             record = Record(self._take_id(), {k: v for k, v in values.items() if v is not None}, now, now)
             table.records[record.id] = record
             table.index.add(record)
+            self._indexed(table, record)
             for target, to_id in links:
                 if table.name in ENGAGEMENTS:
                     self._link(table.name, record.id, to_id)
@@ -714,11 +810,15 @@ class HubSpotSandbox:
         body = _json_object(request)
         props = body.get("properties") or None
         with self._lock:
+            searched: _Table | SearchView = table
+            if table.view is not None:
+                table.view.catch_up(self._now_ms())
+                searched = table.view
             try:
-                page = search(table, body)
+                page = search(searched, body, ids_as_text=self.ids_as_text)
             except SearchError as exc:
                 raise _ApiError(400, exc.message, exc.category) from exc
-            results = [self._object(table, table.records[i], props) for i in page.ids]
+            results = [self._object(table, searched.records[i], props) for i in page.ids]
         answer: dict[str, Any] = {"total": page.total, "results": results}
         if page.next_after is not None:
             answer["paging"] = {"next": {"after": str(page.next_after)}}
@@ -741,7 +841,9 @@ class HubSpotSandbox:
         results, missing, seen = [], [], set()
         with self._lock:
             for raw_id in (str(i.get("id")) for i in inputs):
-                record = self._find(table, raw_id, body.get("idProperty"), _bool_param(request, "archived"))
+                record = self._find(
+                    table, raw_id, body.get("idProperty"), _bool_param(request, "archived"), read=True
+                )
                 if record is None:
                     missing.append(raw_id)
                 elif record.id not in seen:
@@ -902,9 +1004,15 @@ class HubSpotSandbox:
             raise _ApiError(400, f"Unable to infer object type from: {name}")
         return self._tables[canonical]
 
-    def _find(self, table: _Table, raw_id: str, id_property: str | None, archived: bool) -> Record | None:
+    def _find(
+        self, table: _Table, raw_id: str, id_property: str | None, archived: bool, *, read: bool = False
+    ) -> Record | None:
+        """The record an input names; a read of a merged-away id finds the survivor, as HubSpot's does."""
         if id_property in (None, "", "hs_object_id"):
-            record = table.records.get(int(raw_id)) if raw_id.isdigit() else None
+            key = int(raw_id) if raw_id.isdigit() else None
+            if read and key is not None and key not in table.records:
+                key = table.merged.get(key, key)
+            record = table.records.get(key) if key is not None else None
         elif table.schema.get(id_property) is not None and id_property == "email":
             record = next((r for r in table.records.values() if r.values.get("email") == raw_id), None)
         else:
@@ -932,10 +1040,14 @@ class HubSpotSandbox:
         if record.archived_ms is not None:
             out["archivedAt"] = ms_to_iso(record.archived_ms)
         if history:
+            kept = self._history.get((table.name, record.id), {})
             out["propertiesWithHistory"] = {
-                n: [{"value": v, "timestamp": out["updatedAt"], "sourceType": "API"}]
+                n: [
+                    {"value": v or "", "timestamp": ms_to_iso(ms), "sourceType": src, "sourceId": _SOURCE_IDS[src]}
+                    for v, ms, src in reversed(kept.get(n, []))
+                ]
                 for n in history
-                if n in table.schema and (v := self._value(table, record, n)) is not None
+                if n in table.schema
             }
         associations = {}
         for to_name in links or []:
@@ -1013,23 +1125,40 @@ class HubSpotSandbox:
         self._apply(table, record, applied)
         self._writes.append((table.name, str(record.id), _stored(values)))
 
-    def _apply(self, table: _Table, record: Record, values: Mapping[str, str | None]) -> None:
+    def _apply(
+        self, table: _Table, record: Record, values: Mapping[str, str | None], source: str = "API"
+    ) -> None:
         if not values:
             return
+        now = self._now_ms()
+        self._remember(table, record, values, now, source)
         for name, value in values.items():
             if value is None:
                 record.values.pop(name, None)
             else:
                 record.values[name] = value
-        now = self._now_ms()
         if record.archived_ms is None:
             table.index.move(record, now)
         record.modified_ms = now
+        self._indexed(table, record)
+
+    def _remember(
+        self, table: _Table, record: Record, values: Mapping[str, str | None], at_ms: int, source: str
+    ) -> None:
+        """Property history, as HubSpot keeps it; a lifecycle stage entered also sets its
+        `hs_v2_date_entered_<stage>`, as HubSpot's calculated property does."""
+        kept = self._history.setdefault((table.name, record.id), {})
+        for name, value in values.items():
+            kept.setdefault(name, []).append((value, at_ms, source))
+        stage = values.get("lifecyclestage")
+        if stage and stage != record.values.get("lifecyclestage") and table.name in ("contacts", "companies"):
+            record.values[f"hs_v2_date_entered_{stage}"] = ms_to_iso(at_ms)
 
     def _archive(self, table: _Table, record: Record) -> None:
         if record.archived_ms is None:
             table.index.remove(record)
             record.archived_ms = self._now_ms()
+            self._indexed(table, record)
 
     def _take_failure(self, record_id: int) -> _Failure | None:
         failure = self._failures.get(record_id)
