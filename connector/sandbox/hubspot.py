@@ -270,8 +270,9 @@ def _build_tables() -> dict[str, _Table]:
     )
     by_name = {t.name: t for t in tables}
     for kind in ENGAGEMENTS:
-        by_name[kind].links["contacts"] = {}
-        by_name["contacts"].links[kind] = {}
+        for owner in ("contacts", "companies"):
+            by_name[kind].links[owner] = {}
+            by_name[owner].links[kind] = {}
     return by_name
 
 
@@ -282,7 +283,27 @@ ASSOCIATION_TYPES = {
     ("meetings", "contacts"): (200, "meeting_event_to_contact"),
     ("contacts", "meetings"): (199, "contact_to_meeting_event"),
     ("calls", "contacts"): (194, "call_to_contact"), ("contacts", "calls"): (193, "contact_to_call"),
+    ("emails", "companies"): (186, "email_to_company"), ("companies", "emails"): (185, "company_to_email"),
+    ("meetings", "companies"): (188, "meeting_event_to_company"),
+    ("companies", "meetings"): (187, "company_to_meeting_event"),
+    ("calls", "companies"): (182, "call_to_company"), ("companies", "calls"): (181, "company_to_call"),
 }  # fmt: skip
+_SINGULAR = {"contacts": "contact", "companies": "company"}
+# The read scopes HubSpot names for each object type (developers.hubspot.com/scopes; engagements other
+# than emails go by the contacts scope, emails' content by sales-email-read).
+_SCOPES = {
+    "contacts": ["crm.objects.contacts.read"],
+    "companies": ["crm.objects.companies.read"],
+    "emails": ["crm.objects.contacts.read", "sales-email-read"],
+    "meetings": ["crm.objects.contacts.read"],
+    "calls": ["crm.objects.contacts.read"],
+}
+
+
+def _write_scope(object_type: str) -> str:
+    return f"crm.objects.{'companies' if object_type == 'companies' else 'contacts'}.write"
+
+
 _ALIASES = {
     alias: name
     for name, aliases in {
@@ -384,6 +405,7 @@ class HubSpotSandbox:
         # connector's tests record of HubSpot; sorting by it stays numeric.
         self.ids_as_text = False
         self._late: dict[tuple[str, int], float] = {}
+        self._revoked: set[tuple[str, bool]] = set()  # (object type, write) the app has no scope for
         # (type, id) -> property -> [(value, ms, sourceType)], oldest first: propertiesWithHistory
         self._history: dict[tuple[str, int], dict[str, list[tuple[str | None, int, str]]]] = {}
         self.clock: Callable[[], datetime] = _utcnow
@@ -453,6 +475,7 @@ class HubSpotSandbox:
             self.search_lag = 0.0
             self._late.clear()
             self._history.clear()
+            self._revoked.clear()
             self.ids_as_text = False
         self.server.reset_calls()
 
@@ -472,30 +495,31 @@ class HubSpotSandbox:
         with self._lock:
             now = dt_to_ms(modified_at) if modified_at is not None else self._now_ms()
             made: list[Record] = []
-            links: list[tuple[int, int]] = []
+            links: list[tuple[int, str, int]] = []
             for raw in records:
                 values = dict(raw)
                 created = _ms_of(values.pop(table.created_prop, None), now)
                 modified = _ms_of(values.pop(table.modified_prop, None), now)
-                contacts = values.pop("associations.contact", None)
-                if contacts is not None and table.name not in ENGAGEMENTS:
-                    raise ValueError("only engagements take associations.contact")
+                owners = {o: values.pop(f"associations.{_SINGULAR[o]}", None) for o in ("contacts", "companies")}
+                if any(v is not None for v in owners.values()) and table.name not in ENGAGEMENTS:
+                    raise ValueError("only engagements take associations.contact or associations.company")
                 ready = all(
                     isinstance(v, str) and v and (k in plain and (not plain[k] or v in plain[k]))
                     for k, v in values.items()
                 )
                 record = Record(self._take_id(), values if ready else self._checked(table, values), created, modified)
                 made.append(record)
-                for contact in contacts if isinstance(contacts, list) else [] if contacts is None else [contacts]:
-                    if int(contact) not in self._tables["contacts"].records:
-                        raise KeyError(f"no contact {contact}")
-                    links.append((record.id, int(contact)))
+                for owner, given in owners.items():
+                    for to_id in given if isinstance(given, list) else [] if given is None else [given]:
+                        if int(to_id) not in self._tables[owner].records:
+                            raise KeyError(f"no {_SINGULAR[owner]} {to_id}")
+                        links.append((record.id, owner, int(to_id)))
             table.records.update((r.id, r) for r in made)
             table.index.add_many(made)
             for record in made:
                 self._indexed(table, record)
-            for record_id, contact_id in links:
-                self._link(table.name, record_id, contact_id)
+            for record_id, owner, to_id in links:
+                self._link(table.name, record_id, to_id, owner)
         return [str(r.id) for r in made]
 
     def backdate(self, object_type: str, record_id: str, changes: Sequence[tuple[str, str, datetime]]) -> None:
@@ -509,6 +533,11 @@ class HubSpotSandbox:
                 checked = self._checked(table, {name: value})
                 self._remember(table, record, {name: checked.get(name)}, dt_to_ms(when), "CRM_UI")
                 record.values.update(checked)
+
+    def skip_ids(self, count: int) -> None:
+        """The next ids come `count` later, as in a portal whose records were also made elsewhere."""
+        with self._lock:
+            self._next_id += count
 
     def set_search_lag(self, seconds: float) -> None:
         """Searches see each record as it was `seconds` ago (values, modified date, existence), while
@@ -588,23 +617,30 @@ class HubSpotSandbox:
             self._archive(table, table.records[int(record_id)])
 
     def add_engagement(
-        self, kind: str, contact_id: str, properties: dict[str, Any], *, at: datetime | None = None
+        self,
+        kind: str,
+        contact_id: str,
+        properties: dict[str, Any],
+        *,
+        at: datetime | None = None,
+        on: str = "contacts",
     ) -> str:
-        """Logs an email, meeting or call on a contact. `at` is its hs_timestamp (default: clock());
-        it is created, and so modified, at clock(), which is when an incremental pull sees it."""
+        """Logs an email, meeting or call on a contact (or, with `on="companies"`, on the company of that
+        id). `at` is its hs_timestamp (default: clock()); it is created, and so modified, at clock(),
+        which is when an incremental pull sees it."""
         if kind not in ENGAGEMENTS:
             raise ValueError(f"kind must be one of {ENGAGEMENTS}, not {kind!r}")
         table = self._tables[kind]
         with self._lock:
-            if int(contact_id) not in self._tables["contacts"].records:
-                raise KeyError(f"no contact {contact_id}")
+            if int(contact_id) not in self._tables[on].records:
+                raise KeyError(f"no {_SINGULAR[on]} {contact_id}")
             now = self._now_ms()
             values = {"hs_timestamp": ms_to_iso(dt_to_ms(at) if at is not None else now), **properties}
             record = Record(self._take_id(), self._checked(table, values), now, now)
             table.records[record.id] = record
             table.index.add(record)
             self._indexed(table, record)
-            self._link(kind, record.id, int(contact_id))
+            self._link(kind, record.id, int(contact_id), on)
             return str(record.id)
 
     def add_option(self, object_type: str, property_name: str, value: str, label: str | None = None) -> None:
@@ -662,6 +698,7 @@ class HubSpotSandbox:
         if refused is not None:
             return refused
         try:
+            self._check_scopes(request, handler, args)
             response = handler(request, *args)
         except _ApiError as exc:
             response = self._error(exc.status, exc.message, exc.category, **exc.extra)
@@ -674,6 +711,49 @@ class HubSpotSandbox:
             if match is not None and method == request.method:
                 return handler, match.groups(), is_search
         return None
+
+    def answer_malformed(self, kind: Literal["html", "truncated", "shape"], times: int = 1) -> None:
+        """The next `times` calls answer 200 with what a proxy or a cut connection delivers instead of
+        HubSpot's JSON: an HTML page, JSON cut short, or JSON of another shape (no `results`)."""
+        bodies = {
+            "html": b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>cloudflare</body></html>",
+            "truncated": b'{"total": 3, "results": [{"id": "1001", "properties": {"email": "p0@exa',
+            "shape": b'{"status": "COMPLETE", "data": []}',
+        }
+        self.server.faults.queue(Response(200, bodies[kind]), times)
+
+    # --- scopes ----------------------------------------------------------------------------------
+    def revoke_scope(self, object_type: str, *, write: bool = False) -> None:
+        """The private app lacks the scope to read (or, `write=True`, to write) this object type: its
+        calls answer 403 MISSING_SCOPES, as HubSpot's do (see `_check_scopes`)."""
+        with self._lock:
+            self._revoked.add((self._table(object_type, api=False).name, write))
+
+    def _check_scopes(self, request: Request, handler: Callable[..., Response], args: tuple[str, ...]) -> None:
+        """HubSpot's 403 for a private app without a scope the call needs (hubspot-api-nodejs#268
+        records the body: a generic message, `errors[].context` naming the scopes, category
+        MISSING_SCOPES); newer answers name granular scopes (`requiredGranularScopes`)."""
+        if not self._revoked or handler in (self._properties, self._property):
+            return
+        writes = handler in (self._batch_update, self._create, self._update, self._delete)
+        types = args[:2] if handler in (self._links_v4, self._links_v3) else args[:1]
+        for raw in types:
+            name = _ALIASES.get(raw.lower())
+            if name is not None and ((name, writes) in self._revoked or (name, False) in self._revoked):
+                needed = _SCOPES[name] if (name, False) in self._revoked else [_write_scope(name)]
+                raise _ApiError(
+                    403,
+                    "This app hasn't been granted all required scopes to make this call. "
+                    "Read more about required scopes here: https://developers.hubspot.com/scopes.",
+                    "MISSING_SCOPES",
+                    errors=[
+                        {
+                            "message": "One or more of the following scopes are required.",
+                            "context": {"requiredGranularScopes": needed},
+                        }
+                    ],
+                    links={"scopes": "https://developers.hubspot.com/scopes"},
+                )
 
     def _error(self, status: int, message: str, category: str, **extra: Any) -> Response:
         body = {"status": "error", "message": message, "correlationId": self._correlation_id(), **extra}
@@ -777,9 +857,9 @@ class HubSpotSandbox:
             self._indexed(table, record)
             for target, to_id in links:
                 if table.name in ENGAGEMENTS:
-                    self._link(table.name, record.id, to_id)
+                    self._link(table.name, record.id, to_id, target)
                 else:
-                    self._link(target, to_id, record.id)
+                    self._link(target, to_id, record.id, table.name)
             self._writes.append((table.name, str(record.id), _stored(values)))
             return Response(201, self._object(table, record, list(values)), records=1)
 
@@ -976,9 +1056,9 @@ class HubSpotSandbox:
         kinds = [{"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": None}]
         return [{"toObjectId": i, "associationTypes": kinds} for i in to_ids]
 
-    def _link(self, engagement: str, engagement_id: int, contact_id: int) -> None:
-        self._tables[engagement].links["contacts"].setdefault(engagement_id, []).append(contact_id)
-        self._tables["contacts"].links[engagement].setdefault(contact_id, []).append(engagement_id)
+    def _link(self, engagement: str, engagement_id: int, to_id: int, owner: str = "contacts") -> None:
+        self._tables[engagement].links[owner].setdefault(engagement_id, []).append(to_id)
+        self._tables[owner].links[engagement].setdefault(to_id, []).append(engagement_id)
 
     def _links_of(self, table: _Table, specs: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
         """The (type, id) pairs a create request's `associations` name; refuses what does not exist."""

@@ -245,7 +245,21 @@ def hubspot_error(status: int | None, body: Any, headers: Mapping[str, str] | No
     action = HUBSPOT_CATEGORIES.get(category or "", action_for_status(status))
     if status is not None and status >= 500:
         action = Action.RETRY
+    scopes = _hubspot_scopes(body)
+    if scopes:
+        message = f"{message} (required scopes: {', '.join(scopes)})"
     return CrmError(action, message, code=category, status=status)
+
+
+def _hubspot_scopes(body: Mapping[str, Any]) -> list[str]:
+    """The scopes a MISSING_SCOPES answer names, in `errors[].context` (granular or not) or `context`."""
+    contexts = [body.get("context")] + [e.get("context") for e in body.get("errors") or [] if isinstance(e, dict)]
+    found: list[str] = []
+    for context in contexts:
+        if isinstance(context, dict):
+            for key in ("requiredGranularScopes", "requiredScopes"):
+                found += [str(s) for s in context.get(key) or [] if str(s) not in found]
+    return found
 
 
 def from_hubspot(exc: BaseException) -> CrmError:

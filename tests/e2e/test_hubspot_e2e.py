@@ -20,7 +20,7 @@ from connector.live import check_object
 from connector.resync import ResyncOptions, resync
 from connector.sandbox._http import Fault, LoopbackServer, Request, Response
 from connector.sandbox.hubspot import HubSpotSandbox
-from connector.sources.base import RemoteEvent, StatusWrite, WriteOutcome
+from connector.sources.base import RemoteEvent, StatusWrite
 from connector.sources.errors import Action, CrmError
 from connector.sources.hubspot import HubSpot
 from connector.store import repo
