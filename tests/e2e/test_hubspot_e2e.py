@@ -292,7 +292,9 @@ def test_lifecycle_stage_moved_backwards_is_cleared_first(
 def test_engagements_become_events_that_move_stages(
     tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock, sqlite: str
 ) -> None:
+    sandbox.set_search_lag(0.5)  # engagements reach search a moment after they are logged
     ann, bob, cy, dee, eve = sandbox.seed("contacts", contacts(5, hs_lead_status="NEW"))
+    clock.advance(seconds=1)
     spec = LEAD_STATUS.replace("}", ', activity: {types: {"calls:hs_call_status=NO_ANSWER": none}}}')
     with open_connector(config(tmp_path, sandbox, sqlite, objects={"contacts": spec}), retry_sleep=no_wait) as hub:
         hub.cycle(NOW)
@@ -303,6 +305,7 @@ def test_engagements_become_events_that_move_stages(
         sandbox.add_engagement("calls", dee, {"hs_call_status": "NO_ANSWER"})  # ignored by the config
         sandbox.add_engagement("emails", eve, {"hs_email_direction": "EMAIL", "hs_email_status": "BOUNCED"})
         sandbox.seed("emails", [{"hs_email_direction": "EMAIL", "associations.contact": [dee, eve]}])  # to two
+        clock.advance(seconds=1)
         sandbox.server.reset_calls()
         outcome = hub.cycle(NOW + timedelta(minutes=5))
         assert outcome.error is None
