@@ -45,6 +45,17 @@ HubSpot behaviour mirrored:
     and left unchanged (HubSpot's community and legacy docs), which is what a connector must cope
     with; `lifecycle_backwards = "reject"` makes it a 400 VALIDATION_ERROR instead.
 
+Behaving like a real account (docs/crm-behaviour-hubspot.md gives the source of each):
+  * `set_search_lag(L)`: searches see each record as it was L seconds ago (`hubspot_index`); reads by
+    id are live. `index_late` makes one record's next change reach search later still.
+  * `ids_as_text`: search filters compare hs_object_id as text.
+  * Property history (`propertiesWithHistory`, newest first) and `hs_v2_date_entered_<stage>`;
+    `backdate` writes a seeded record's past.
+  * `merge`: the survivor lists merged-away ids in `hs_merged_object_ids`; reads of an old id answer it.
+  * `revoke_scope`: 403 MISSING_SCOPES with the scopes named. `answer_malformed`: a 200 that is not
+    HubSpot's JSON. Batch updates answer each record's `updatedAt`.
+  * Engagements associate with contacts and companies.
+
 The stand-in's own choices, where HubSpot documents no answer: the 10,000-cap body is HubSpot's
 generic "There was a problem with the request."; the >100-inputs message follows HubSpot's wording
 for its 50-input property-history cap; GET list refuses limit > 100 rather than clamping it; a write

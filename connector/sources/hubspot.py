@@ -7,21 +7,26 @@ milliseconds a page.
 
 * Pulls search by modified date with the record id as tie-breaker, 200 a page; `hubspot_window`
   holds the cursor logic (HubSpot's one sort, its unstable order of ties and its 10,000-result
-  cap). A lookback re-reads the last seconds before the cursor; the engine ignores statuses it
-  already holds. A millisecond behind the cursor with more records than a page (a bulk import) is
-  re-read one page deep only, so it is not read whole on every pull. Search does not return
-  archived records: `pull_all` (reconcile, resync --full) lists live and archived ones, 100 a page,
-  the archived with `deleted=True`.
+  cap). Every pull also re-reads the settle window (`until - settle`) and a lookback before its
+  cursor, because HubSpot's search shows a change late, sometimes after newer ones; the engine
+  de-duplicates. A millisecond behind the cursor with more records than a page (a bulk import) is
+  re-read one page deep only, so it is not read whole on every pull. Whether the portal compares
+  ids as text in filters is asked once, when a tie first needs it.
+* Search does not return archived records: `pull_all` (reconcile, resync --full) lists live and
+  archived ones, 100 a page, the archived with `deleted=True`; an incremental pull reads the archived
+  list at most every ARCHIVES_EVERY. A contact carrying `hs_merged_object_ids` brings each merged-away
+  id as deleted, `merged_into` it. Every record carries `created_at` (`createdAt`).
+* A 200 that is not the JSON asked for is retried as a 503, then reported with what came.
 * Writes (`hubspot_writes`) are batch updates of 100, each input's outcome on its own. There, too,
   HubSpot's lifecycle rule: `lifecyclestage` only moves forward through the API, so with
   `clear_before_backwards` (the default) a write that moves it backwards in HubSpot's own option
   order (the property's displayOrder, read once) first sets it to "" for those records in one batch
   update, then writes the value in the next. Other properties are written as they are.
-* Activity: emails, meetings and calls modified after the events cursor, each with the records it
-  is associated with (one v4 batch association read a page of engagements); `hubspot_activity`
-  says which engagement is which event, and how `activity.types` overrides that. An event's key is
-  `<kind>:<engagement id>:<object>:<record id>`: an email to two contacts is two events, and the
-  event inbox is unique per source.
+* Activity: emails, meetings and calls modified after the events cursor (and in the settle window),
+  each with the contacts or companies it is associated with (one v4 batch association read a page
+  of engagements); `hubspot_activity` says which engagement is which event, and how
+  `activity.types` overrides that. An event's key is `<kind>:<engagement id>:<object>:<record id>`:
+  an email to two contacts is two events, and the event inbox is unique per source.
 * Pacing (`hubspot_pacing`): every call waits until it fits HubSpot's stated limits, and none is
   made once `api_budget` of the daily allocation is spent (`SourcePaused`). Retries are the
   source's RetryPolicy around each call; urllib3's own are off, so nothing is sent twice by two layers.

@@ -185,7 +185,6 @@ def test_months_of_history_give_created_at_and_status_dates(
         lifecycle.close()
 
 
-@pytest.mark.xfail(reason="the first-sync baseline (DESIGN rule 4) is the lead's, in the engine", strict=False)
 def test_a_first_sync_of_a_portal_with_months_of_history_writes_nothing(
     tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock
 ) -> None:
