@@ -74,24 +74,36 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from functools import cached_property
 from typing import Any, Literal, Self
 
 from connector.sandbox._http import LoopbackServer, Request, Response
 from connector.sandbox.hubspot_index import SearchView
+from connector.sandbox.hubspot_model import (
+    ALIASES,
+    ASSOCIATION_TYPES,
+    ENGAGEMENTS,
+    LEAD_STATUSES,
+    LIFECYCLE_STAGES,
+    READ_SCOPES,
+    SINGULAR,
+    ObjectTable,
+    PropertyDef,
+    build_tables,
+    normalise,
+    write_scope,
+)
 from connector.sandbox.hubspot_search import (
     Record,
     SearchError,
-    SortedIndex,
     dt_to_ms,
     ms_to_iso,
     search,
     to_ms,
 )
 
-__all__ = ["HubSpotSandbox", "PropertyDef"]
+__all__ = ["LEAD_STATUSES", "LIFECYCLE_STAGES", "HubSpotSandbox", "PropertyDef"]
 
 MAX_BATCH = 100
 MAX_HISTORY_BATCH = 50
@@ -113,216 +125,6 @@ _STATUS_OF_CATEGORY = {
     "INVALID_AUTHENTICATION": 401,
     "MISSING_SCOPES": 403,
 }
-
-
-# --- the property model --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PropertyDef:
-    name: str
-    label: str
-    type: str = "string"  # string | number | datetime | enumeration
-    field_type: str = "text"
-    group: str = ""  # set per object type
-    options: tuple[tuple[str, str], ...] = ()  # (value, label) in display order
-    read_only: bool = False
-    hubspot_defined: bool = True
-    external_options: bool = False  # owners: options HubSpot fills from elsewhere, any id accepted
-
-    @cached_property
-    def option_values(self) -> frozenset[str]:
-        return frozenset(value for value, _ in self.options)
-
-    def to_json(self) -> dict[str, Any]:
-        stamp = "2019-08-06T02:43:01.940Z"
-        return {
-            "name": self.name,
-            "label": self.label,
-            "type": self.type,
-            "fieldType": self.field_type,
-            "description": "",
-            "groupName": self.group,
-            "options": [
-                {"label": label, "value": value, "displayOrder": n, "hidden": False, "description": ""}
-                for n, (value, label) in enumerate(self.options)
-            ],
-            "displayOrder": -1,
-            "calculated": False,
-            "externalOptions": self.external_options,
-            "hasUniqueValue": self.name == "email",
-            "hidden": False,
-            "hubspotDefined": self.hubspot_defined,
-            "modificationMetadata": {
-                "archivable": not self.hubspot_defined,
-                "readOnlyDefinition": self.hubspot_defined,
-                "readOnlyValue": self.read_only,
-            },
-            "formField": not self.read_only,
-            "createdAt": stamp,
-            "updatedAt": stamp,
-            "archived": False,
-        }
-
-
-def _enum(name: str, label: str, options: Sequence[tuple[str, str]], **kw: Any) -> PropertyDef:
-    return PropertyDef(name, label, "enumeration", kw.pop("field_type", "select"), options=tuple(options), **kw)
-
-
-def _date(name: str, label: str, *, read_only: bool = False) -> PropertyDef:
-    return PropertyDef(name, label, "datetime", "date", read_only=read_only)
-
-
-LEAD_STATUSES = (
-    ("NEW", "New"), ("OPEN", "Open"), ("IN_PROGRESS", "In Progress"), ("OPEN_DEAL", "Open Deal"),
-    ("UNQUALIFIED", "Unqualified"), ("ATTEMPTED_TO_CONTACT", "Attempted to Contact"),
-    ("CONNECTED", "Connected"), ("BAD_TIMING", "Bad Timing"),
-)  # fmt: skip
-LIFECYCLE_STAGES = (
-    ("subscriber", "Subscriber"), ("lead", "Lead"), ("marketingqualifiedlead", "Marketing Qualified Lead"),
-    ("salesqualifiedlead", "Sales Qualified Lead"), ("opportunity", "Opportunity"), ("customer", "Customer"),
-    ("evangelist", "Evangelist"), ("other", "Other"),
-)  # fmt: skip
-COMPANY_STAGES = (("target", "Target"), ("engaged", "Engaged"), ("customer", "Customer"), ("lost", "Lost"))
-_EMAIL_DIRECTIONS = (("EMAIL", "Email"), ("INCOMING_EMAIL", "Incoming email"), ("FORWARDED_EMAIL", "Forwarded"))
-_EMAIL_STATUSES = (("BOUNCED", "Bounced"), ("FAILED", "Failed"), ("SCHEDULED", "Scheduled"),
-                   ("SENDING", "Sending"), ("SENT", "Sent"))  # fmt: skip
-_MEETING_OUTCOMES = (("SCHEDULED", "Scheduled"), ("COMPLETED", "Completed"), ("RESCHEDULED", "Rescheduled"),
-                     ("NO_SHOW", "No Show"), ("CANCELED", "Canceled"))  # fmt: skip
-_CALL_STATUSES = tuple((v, v.replace("_", " ").capitalize()) for v in (
-    "BUSY", "CALLING_CRM_USER", "CANCELED", "COMPLETED", "CONNECTING", "FAILED", "IN_PROGRESS", "NO_ANSWER",
-    "QUEUED", "RINGING"))  # fmt: skip
-
-
-@dataclass
-class _Table:
-    name: str
-    singular: str
-    type_id: str
-    created_prop: str
-    modified_prop: str
-    schema: dict[str, PropertyDef]
-    defaults: tuple[str, ...]  # returned when a read names no properties
-    records: dict[int, Record] = field(default_factory=dict)
-    index: SortedIndex = field(default_factory=SortedIndex)
-    links: dict[str, dict[int, list[int]]] = field(default_factory=dict)  # to-type -> id -> ids
-    view: SearchView | None = None  # the search index, once a lag is set; None: search reads live
-    merged: dict[int, int] = field(default_factory=dict)  # merged-away id -> the id that survived
-
-    def kind(self, name: str) -> str | None:
-        prop = self.schema.get(name)
-        return prop.type if prop is not None else None
-
-    def links_to(self, to_type: str) -> Mapping[int, list[int]] | None:
-        return self.links.get(to_type)
-
-    @property
-    def always(self) -> tuple[str, ...]:
-        return ("hs_object_id", self.created_prop, self.modified_prop)
-
-
-_CONTACT_PROPERTIES = (
-    PropertyDef("email", "Email"),
-    PropertyDef("firstname", "First Name"),
-    PropertyDef("lastname", "Last Name"),
-    PropertyDef("country", "Country/Region"),
-    _enum("hs_lead_status", "Lead Status", LEAD_STATUSES, field_type="radio"),
-    _enum("lifecyclestage", "Lifecycle Stage", LIFECYCLE_STAGES, field_type="radio"),
-    PropertyDef("hs_merged_object_ids", "Merged Contact IDs", "enumeration", "checkbox", read_only=True),
-)
-_COMPANY_PROPERTIES = (
-    PropertyDef("name", "Company name"),
-    PropertyDef("domain", "Company Domain Name"),
-    PropertyDef("country", "Country/Region"),
-    _enum("lifecyclestage", "Lifecycle Stage", LIFECYCLE_STAGES, field_type="radio"),
-    _enum("company_stage", "Company stage", COMPANY_STAGES, hubspot_defined=False),  # a custom property
-)
-_EMAIL_PROPERTIES = (
-    _date("hs_timestamp", "Activity date"),
-    _enum("hs_email_direction", "Email direction", _EMAIL_DIRECTIONS),
-    _enum("hs_email_status", "Email send status", _EMAIL_STATUSES),
-    PropertyDef("hs_email_subject", "Email subject"),
-)
-_MEETING_PROPERTIES = (
-    _date("hs_timestamp", "Activity date"),
-    _enum("hs_meeting_outcome", "Meeting outcome", _MEETING_OUTCOMES),
-    PropertyDef("hs_meeting_title", "Meeting name"),
-)
-_CALL_PROPERTIES = (
-    _date("hs_timestamp", "Activity date"),
-    _enum("hs_call_status", "Call status", _CALL_STATUSES),
-    PropertyDef("hs_call_title", "Call title"),
-)
-
-
-def _table(name: str, type_id: str, dates: tuple[str, str], props: Iterable[PropertyDef], group: str) -> _Table:
-    created, modified = dates
-    fixed: tuple[PropertyDef, ...] = (
-        PropertyDef("hs_object_id", "Record ID", "number", "number", read_only=True),
-        _date(created, "Create Date", read_only=True),
-        _date(modified, "Last Modified Date", read_only=True),
-        _enum("hubspot_owner_id", "Owner", (), external_options=True),
-    )
-    if name in ("contacts", "companies"):  # HubSpot's calculated "Date entered <stage>" properties
-        fixed += tuple(_date(f"hs_v2_date_entered_{v}", f"Date entered {label}", read_only=True)
-                       for v, label in LIFECYCLE_STAGES)  # fmt: skip
-    schema = {p.name: replace(p, group=group) for p in (*props, *fixed)}
-    singular = "company" if name == "companies" else name.removesuffix("s")
-    defaults = {"contacts": ("email", "firstname", "lastname"), "companies": ("name", "domain")}.get(name, ())
-    return _Table(name, singular, type_id, created, modified, schema, defaults)
-
-
-def _build_tables() -> dict[str, _Table]:
-    engagement_dates = ("hs_createdate", "hs_lastmodifieddate")
-    tables = (
-        _table("contacts", "0-1", ("createdate", "lastmodifieddate"), _CONTACT_PROPERTIES, "contactinformation"),
-        _table("companies", "0-2", ("createdate", "hs_lastmodifieddate"), _COMPANY_PROPERTIES, "companyinformation"),
-        _table("emails", "0-49", engagement_dates, _EMAIL_PROPERTIES, "email"),
-        _table("meetings", "0-47", engagement_dates, _MEETING_PROPERTIES, "meeting"),
-        _table("calls", "0-48", engagement_dates, _CALL_PROPERTIES, "call"),
-    )
-    by_name = {t.name: t for t in tables}
-    for kind in ENGAGEMENTS:
-        for owner in ("contacts", "companies"):
-            by_name[kind].links[owner] = {}
-            by_name[owner].links[kind] = {}
-    return by_name
-
-
-ENGAGEMENTS = ("emails", "meetings", "calls")
-# (from, to) -> HubSpot-defined association type id and v3 label
-ASSOCIATION_TYPES = {
-    ("emails", "contacts"): (198, "email_to_contact"), ("contacts", "emails"): (197, "contact_to_email"),
-    ("meetings", "contacts"): (200, "meeting_event_to_contact"),
-    ("contacts", "meetings"): (199, "contact_to_meeting_event"),
-    ("calls", "contacts"): (194, "call_to_contact"), ("contacts", "calls"): (193, "contact_to_call"),
-    ("emails", "companies"): (186, "email_to_company"), ("companies", "emails"): (185, "company_to_email"),
-    ("meetings", "companies"): (188, "meeting_event_to_company"),
-    ("companies", "meetings"): (187, "company_to_meeting_event"),
-    ("calls", "companies"): (182, "call_to_company"), ("companies", "calls"): (181, "company_to_call"),
-}  # fmt: skip
-_SINGULAR = {"contacts": "contact", "companies": "company"}
-# The read scopes HubSpot names for each object type (developers.hubspot.com/scopes; engagements other
-# than emails go by the contacts scope, emails' content by sales-email-read).
-_SCOPES = {
-    "contacts": ["crm.objects.contacts.read"],
-    "companies": ["crm.objects.companies.read"],
-    "emails": ["crm.objects.contacts.read", "sales-email-read"],
-    "meetings": ["crm.objects.contacts.read"],
-    "calls": ["crm.objects.contacts.read"],
-}
-
-
-def _write_scope(object_type: str) -> str:
-    return f"crm.objects.{'companies' if object_type == 'companies' else 'contacts'}.write"
-
-
-_ALIASES = {
-    alias: name
-    for name, aliases in {
-        "contacts": ("contact", "0-1"), "companies": ("company", "0-2"), "emails": ("email", "0-49"),
-        "meetings": ("meeting", "0-47"), "calls": ("call", "0-48"),
-    }.items()
-    for alias in (name, *aliases)
-}  # fmt: skip
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -351,29 +153,6 @@ def _batch_error(category: str, message: str, ids: list[str], **extra: Any) -> d
         "errors": [],
         **extra,
     }
-
-
-def _normalise(prop: PropertyDef, raw: Any) -> tuple[str | None, tuple[str, str] | None]:
-    """HubSpot's stored form of a written value, or (message, error code) when it refuses it."""
-    if raw is None or raw == "":
-        return None, None  # clears the property
-    text = raw if isinstance(raw, str) else str(raw).lower() if isinstance(raw, bool) else str(raw)
-    if prop.type == "string":
-        return text, None
-    if prop.type == "enumeration":
-        if text != text.strip():
-            return None, (f'"{text}" includes leading or trailing whitespace.', "LEADING_TRAILING_WHITESPACE")
-        if prop.external_options or text in prop.option_values:
-            return text, None
-        allowed = ", ".join(label for _, label in prop.options)
-        return None, (f"{text} was not one of the allowed options: [{allowed}]", "INVALID_OPTION")
-    try:
-        if prop.type == "datetime":
-            return ms_to_iso(to_ms(text)), None
-        float(text)
-        return text, None
-    except ValueError:
-        return None, (f"{text} was not a valid {'long' if prop.type == 'datetime' else 'number'}.", "INVALID_LONG")
 
 
 _SOURCE_IDS = {"API": "sandbox-private-app", "CRM_UI": "userId:4000001", "IMPORT": "import:1"}
@@ -426,7 +205,7 @@ class HubSpotSandbox:
         self.server = LoopbackServer(self._handle, latency=latency)
         self._lock = threading.RLock()
         self._rng = random.Random(seed)
-        self._tables = _build_tables()
+        self._tables = build_tables()
         self._next_id = _FIRST_ID
         self._writes: list[tuple[str, str, dict[str, Any]]] = []
         self._failures: dict[int, _Failure] = {}
@@ -474,7 +253,7 @@ class HubSpotSandbox:
     def reset(self) -> None:
         """Empties the portal: records, write log, injected failures, rate-limit state, call log."""
         with self._lock:
-            self._tables = _build_tables()
+            self._tables = build_tables()
             self._next_id = _FIRST_ID
             self._writes.clear()
             self._failures.clear()
@@ -511,7 +290,7 @@ class HubSpotSandbox:
                 values = dict(raw)
                 created = _ms_of(values.pop(table.created_prop, None), now)
                 modified = _ms_of(values.pop(table.modified_prop, None), now)
-                owners = {o: values.pop(f"associations.{_SINGULAR[o]}", None) for o in ("contacts", "companies")}
+                owners = {o: values.pop(f"associations.{SINGULAR[o]}", None) for o in ("contacts", "companies")}
                 if any(v is not None for v in owners.values()) and table.name not in ENGAGEMENTS:
                     raise ValueError("only engagements take associations.contact or associations.company")
                 ready = all(
@@ -523,7 +302,7 @@ class HubSpotSandbox:
                 for owner, given in owners.items():
                     for to_id in given if isinstance(given, list) else [] if given is None else [given]:
                         if int(to_id) not in self._tables[owner].records:
-                            raise KeyError(f"no {_SINGULAR[owner]} {to_id}")
+                            raise KeyError(f"no {SINGULAR[owner]} {to_id}")
                         links.append((record.id, owner, int(to_id)))
             table.records.update((r.id, r) for r in made)
             table.index.add_many(made)
@@ -569,7 +348,7 @@ class HubSpotSandbox:
             self.set_search_lag(self.search_lag)
             self._late[(table.name, int(record_id))] = seconds
 
-    def _indexed(self, table: _Table, record: Record) -> None:
+    def _indexed(self, table: ObjectTable, record: Record) -> None:
         """Queues the record as it is now for the search index."""
         if table.view is None:
             return
@@ -644,7 +423,7 @@ class HubSpotSandbox:
         table = self._tables[kind]
         with self._lock:
             if int(contact_id) not in self._tables[on].records:
-                raise KeyError(f"no {_SINGULAR[on]} {contact_id}")
+                raise KeyError(f"no {SINGULAR[on]} {contact_id}")
             now = self._now_ms()
             values = {"hs_timestamp": ms_to_iso(dt_to_ms(at) if at is not None else now), **properties}
             record = Record(self._take_id(), self._checked(table, values), now, now)
@@ -749,9 +528,9 @@ class HubSpotSandbox:
         writes = handler in (self._batch_update, self._create, self._update, self._delete)
         types = args[:2] if handler in (self._links_v4, self._links_v3) else args[:1]
         for raw in types:
-            name = _ALIASES.get(raw.lower())
+            name = ALIASES.get(raw.lower())
             if name is not None and ((name, writes) in self._revoked or (name, False) in self._revoked):
-                needed = _SCOPES[name] if (name, False) in self._revoked else [_write_scope(name)]
+                needed = READ_SCOPES[name] if (name, False) in self._revoked else [write_scope(name)]
                 raise _ApiError(
                     403,
                     "This app hasn't been granted all required scopes to make this call. "
@@ -901,7 +680,7 @@ class HubSpotSandbox:
         body = _json_object(request)
         props = body.get("properties") or None
         with self._lock:
-            searched: _Table | SearchView = table
+            searched: ObjectTable | SearchView = table
             if table.view is not None:
                 table.view.catch_up(self._now_ms())
                 searched = table.view
@@ -970,7 +749,7 @@ class HubSpotSandbox:
         return self._batch_answer(results, errors, started)
 
     def _apply_batch(
-        self, table: _Table, writes: list[tuple[str, dict[str, str | None]]], id_property: str | None
+        self, table: ObjectTable, writes: list[tuple[str, dict[str, str | None]]], id_property: str | None
     ) -> tuple[list[dict[str, Any]], list[str], dict[tuple[str, str], list[str]]]:
         found = [(raw_id, self._find(table, raw_id, id_property, False), values) for raw_id, values in writes]
         for _, record, values in found:
@@ -1000,7 +779,7 @@ class HubSpotSandbox:
             body["errors"] = errors
         return Response(207 if errors else 200, body, records=len(results))
 
-    def _not_found(self, table: _Table, ids: list[str]) -> dict[str, Any]:
+    def _not_found(self, table: ObjectTable, ids: list[str]) -> dict[str, Any]:
         message = (
             f"Could not get some {table.singular.upper()} objects, they may be deleted or not exist. "
             "Check that ids are valid."
@@ -1060,7 +839,9 @@ class HubSpotSandbox:
             results = self._link_items(source, target, to_ids, True) if to_ids else []
         return Response(200, {"results": results}, records=len(results))
 
-    def _link_items(self, source: _Table, target: _Table, to_ids: list[int], v4: bool) -> list[dict[str, Any]]:
+    def _link_items(
+        self, source: ObjectTable, target: ObjectTable, to_ids: list[int], v4: bool
+    ) -> list[dict[str, Any]]:
         type_id, label = ASSOCIATION_TYPES[(source.name, target.name)]
         if not v4:
             return [{"id": str(i), "type": label} for i in to_ids]
@@ -1071,7 +852,7 @@ class HubSpotSandbox:
         self._tables[engagement].links[owner].setdefault(engagement_id, []).append(to_id)
         self._tables[owner].links[engagement].setdefault(to_id, []).append(engagement_id)
 
-    def _links_of(self, table: _Table, specs: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    def _links_of(self, table: ObjectTable, specs: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
         """The (type, id) pairs a create request's `associations` name; refuses what does not exist."""
         found = []
         for spec in specs:
@@ -1087,8 +868,8 @@ class HubSpotSandbox:
         return found
 
     # --- shared pieces ---------------------------------------------------------------------------
-    def _table(self, name: str, *, api: bool = True) -> _Table:
-        canonical = _ALIASES.get(name.lower())
+    def _table(self, name: str, *, api: bool = True) -> ObjectTable:
+        canonical = ALIASES.get(name.lower())
         if canonical is None:
             if not api:
                 raise KeyError(f"unknown object type {name!r}")
@@ -1096,7 +877,7 @@ class HubSpotSandbox:
         return self._tables[canonical]
 
     def _find(
-        self, table: _Table, raw_id: str, id_property: str | None, archived: bool, *, read: bool = False
+        self, table: ObjectTable, raw_id: str, id_property: str | None, archived: bool, *, read: bool = False
     ) -> Record | None:
         """The record an input names; a read of a merged-away id finds the survivor, as HubSpot's does."""
         if id_property in (None, "", "hs_object_id"):
@@ -1114,7 +895,7 @@ class HubSpotSandbox:
 
     def _object(
         self,
-        table: _Table,
+        table: ObjectTable,
         record: Record,
         props: Sequence[str] | None,
         links: Sequence[str] | None = None,
@@ -1142,7 +923,7 @@ class HubSpotSandbox:
             }
         associations = {}
         for to_name in links or []:
-            target = _ALIASES.get(to_name.lower())
+            target = ALIASES.get(to_name.lower())
             to_ids = table.links.get(target or "", {}).get(record.id)
             if target is not None and to_ids:
                 associations[target] = {"results": self._link_items(table, self._tables[target], to_ids, False)}
@@ -1150,7 +931,7 @@ class HubSpotSandbox:
             out["associations"] = associations
         return out
 
-    def _value(self, table: _Table, record: Record, name: str) -> str | None:
+    def _value(self, table: ObjectTable, record: Record, name: str) -> str | None:
         if name == "hs_object_id":
             return str(record.id)
         if name == table.created_prop:
@@ -1159,7 +940,7 @@ class HubSpotSandbox:
             return ms_to_iso(record.modified_ms)
         return record.values.get(name)
 
-    def _check(self, table: _Table, props: Any) -> tuple[dict[str, str | None], list[dict[str, Any]]]:
+    def _check(self, table: ObjectTable, props: Any) -> tuple[dict[str, str | None], list[dict[str, Any]]]:
         if not isinstance(props, Mapping):
             raise _ApiError(400, "Invalid input JSON: properties must be an object")
         values: dict[str, str | None] = {}
@@ -1172,27 +953,27 @@ class HubSpotSandbox:
                 message = f'"{name}" is a read only property; its value cannot be set.'
                 errors.append(_invalid_entry(name, message, "READ_ONLY_VALUE"))
             else:
-                value, problem = _normalise(prop, raw)
+                value, problem = normalise(prop, raw)
                 if problem is not None:
                     errors.append(_invalid_entry(name, *problem))
                 else:
                     values[name] = value
         return values, errors
 
-    def _validated(self, table: _Table, props: Any) -> dict[str, str | None]:
+    def _validated(self, table: ObjectTable, props: Any) -> dict[str, str | None]:
         values, errors = self._check(table, props)
         if errors:
             raise _invalid(errors)
         return values
 
-    def _checked(self, table: _Table, props: Mapping[str, Any]) -> dict[str, str]:
+    def _checked(self, table: ObjectTable, props: Mapping[str, Any]) -> dict[str, str]:
         """Stored values for a record made or edited outside the API; refuses what HubSpot would."""
         values, errors = self._check(table, props)
         if errors:
             raise ValueError("; ".join(e["message"] for e in errors))
         return {k: v for k, v in values.items() if v is not None}
 
-    def _refuse_backwards(self, table: _Table, record: Record, values: dict[str, str | None]) -> None:
+    def _refuse_backwards(self, table: ObjectTable, record: Record, values: dict[str, str | None]) -> None:
         if self.lifecycle_backwards == "reject" and self._backwards(table, record, values):
             message = (
                 f"{values['lifecyclestage']} is an earlier lifecycle stage than "
@@ -1200,14 +981,14 @@ class HubSpotSandbox:
             )
             raise _invalid([_invalid_entry("lifecyclestage", message, "INVALID_OPTION")])
 
-    def _backwards(self, table: _Table, record: Record, values: Mapping[str, str | None]) -> bool:
+    def _backwards(self, table: ObjectTable, record: Record, values: Mapping[str, str | None]) -> bool:
         new, current = values.get("lifecyclestage"), record.values.get("lifecyclestage")
         if new is None or not current or "lifecyclestage" not in table.schema:
             return False
         order = {value: n for n, (value, _) in enumerate(table.schema["lifecyclestage"].options)}
         return order.get(new, 0) < order.get(current, 0)
 
-    def _write(self, table: _Table, record: Record, values: dict[str, str | None]) -> None:
+    def _write(self, table: ObjectTable, record: Record, values: dict[str, str | None]) -> None:
         """An API write HubSpot acknowledges; an earlier lifecycle stage is dropped, as HubSpot does."""
         self._refuse_backwards(table, record, values)
         applied = dict(values)
@@ -1217,7 +998,7 @@ class HubSpotSandbox:
         self._writes.append((table.name, str(record.id), _stored(values)))
 
     def _apply(
-        self, table: _Table, record: Record, values: Mapping[str, str | None], source: str = "API"
+        self, table: ObjectTable, record: Record, values: Mapping[str, str | None], source: str = "API"
     ) -> None:
         if not values:
             return
@@ -1234,7 +1015,7 @@ class HubSpotSandbox:
         self._indexed(table, record)
 
     def _remember(
-        self, table: _Table, record: Record, values: Mapping[str, str | None], at_ms: int, source: str
+        self, table: ObjectTable, record: Record, values: Mapping[str, str | None], at_ms: int, source: str
     ) -> None:
         """Property history, as HubSpot keeps it; a lifecycle stage entered also sets its
         `hs_v2_date_entered_<stage>`, as HubSpot's calculated property does."""
@@ -1245,7 +1026,7 @@ class HubSpotSandbox:
         if stage and stage != record.values.get("lifecyclestage") and table.name in ("contacts", "companies"):
             record.values[f"hs_v2_date_entered_{stage}"] = ms_to_iso(at_ms)
 
-    def _archive(self, table: _Table, record: Record) -> None:
+    def _archive(self, table: ObjectTable, record: Record) -> None:
         if record.archived_ms is None:
             table.index.remove(record)
             record.archived_ms = self._now_ms()
