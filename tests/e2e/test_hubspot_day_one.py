@@ -153,6 +153,26 @@ def test_the_stamp_after_our_write_is_hubspots_and_search_shows_the_old_one_mean
         source.close()
 
 
+def test_after_our_write_a_lagging_search_showing_the_old_value_changes_nothing(
+    tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock
+) -> None:
+    (person,) = sandbox.seed("contacts", contacts(1, hs_lead_status="NEW"))
+    clock.advance(seconds=2)
+    with open_connector(config(tmp_path, sandbox), retry_sleep=no_wait) as hub:
+        hub.cycle(clock.now)
+        sandbox.set_search_lag(45)  # from here on the index is 45 s behind
+        hub.engine.feed_event(hub.synced(), person, "email_sent", clock.now, clock.now)
+        clock.advance(seconds=1)
+        assert hub.cycle(clock.now).drained.done == 1  # ATTEMPTED_TO_CONTACT written, HubSpot's stamp kept
+        transitions = hub.transitions()
+        for _ in range(5):  # search shows NEW (the old stamp) for 45 s, then our value (our stamp)
+            clock.advance(seconds=15)
+            outcome = hub.cycle(clock.now)
+            assert outcome.error is None and outcome.drained.claimed == 0
+        assert hub.record(person).state.stage == "Attempted" and hub.transitions() == transitions
+        assert sandbox.writes() == [(person, {"hs_lead_status": "ATTEMPTED_TO_CONTACT"})]
+
+
 # --- 4, 5: created_at, status_changed_at, months of history ---------------------------------------
 def test_months_of_history_give_created_at_and_status_dates(
     tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock
