@@ -12,6 +12,7 @@ from pathlib import Path
 from random import Random
 from typing import Any, Protocol
 
+import pytest
 from sqlalchemy import func, select
 
 from connector.config import Config, HubSpotSource, SyncedObject, load_config
@@ -259,6 +260,14 @@ def seed_history(
             row = {**ENGAGEMENT_KINDS[kind], "hs_timestamp": at, "hs_createdate": at, "hs_lastmodifieddate": at}
             engagements[kind] += sandbox.seed(kind, [{**row, f"associations.{owner}": record_id}])
     return History(now, made["contacts"], made["companies"], engagements, changed)
+
+
+@pytest.fixture
+def hubspot_history(sandbox: HubSpotSandbox, clock: SandboxClock) -> History:
+    """A portal six months old (`seed_history`), all of it dated before the test's sandbox clock.
+    Import it into a test module that defines the `sandbox` and `clock` fixtures (as the HubSpot e2e
+    modules do): `from tests.hubspot_support import hubspot_history`."""
+    return seed_history(sandbox, clock.now)
 
 
 def _modified(kind: str) -> str:

@@ -502,7 +502,7 @@ class HubSpotSandbox:
                 return handler, match.groups(), is_search
         return None
 
-    def answer_malformed(self, kind: Literal["html", "truncated", "shape"], times: int = 1) -> None:
+    def answer_malformed(self, kind: str, times: int = 1) -> None:
         """The next `times` calls answer 200 with what a proxy or a cut connection delivers instead of
         HubSpot's JSON: an HTML page, JSON cut short, or JSON of another shape (no `results`)."""
         bodies = {
@@ -510,6 +510,8 @@ class HubSpotSandbox:
             "truncated": b'{"total": 3, "results": [{"id": "1001", "properties": {"email": "p0@exa',
             "shape": b'{"status": "COMPLETE", "data": []}',
         }
+        if kind not in bodies:
+            raise ValueError(f"kind must be one of {sorted(bodies)}, not {kind!r}")
         self.server.faults.queue(Response(200, bodies[kind]), times)
 
     # --- scopes ----------------------------------------------------------------------------------

@@ -22,10 +22,12 @@ from tests.hubspot_support import (
     LIFECYCLE,
     MAPPINGS,
     T0,
+    History,
     SandboxClock,
     calls_to,
     contacts,
     fresh_portal,
+    hubspot_history,  # noqa: F401  (a fixture)
     no_wait,
     open_connector,
     seed_history,
@@ -206,13 +208,17 @@ def test_months_of_history_give_created_at_and_status_dates(
 
 
 def test_a_first_sync_of_a_portal_with_months_of_history_writes_nothing(
-    tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock
+    tmp_path: Path,
+    sandbox: HubSpotSandbox,
+    clock: SandboxClock,
+    hubspot_history: History,  # noqa: F811
 ) -> None:
-    history = seed_history(sandbox, clock.now)
+    history = hubspot_history
     with open_connector(config(tmp_path, sandbox), retry_sleep=no_wait) as hub:
         outcome = hub.cycle(clock.now)
         assert outcome.error is None and outcome.pulled.records == len(history.contacts)
         assert sandbox.writes() == []  # old activity fires no trigger; nothing is written back
+        assert outcome.events.new == 0 and history.activity > 0  # activity before the baseline is not read
 
 
 # --- 6, 7: scopes, and companies' activity ----------------------------------------------------------

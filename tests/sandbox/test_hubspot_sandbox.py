@@ -613,7 +613,7 @@ def _parsed(data: bytes) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", ["html", "truncated", "shape"])
 def test_a_malformed_200_can_be_injected(sandbox: HubSpotSandbox, hub: HubSpot, kind: str) -> None:
-    sandbox.answer_malformed(kind)  # type: ignore[arg-type]
+    sandbox.answer_malformed(kind)
     raw = hub.crm.contacts.basic_api.get_page(_preload_content=False)
     assert raw.status == 200 and not isinstance(_parsed(raw.data).get("results"), list)
     assert hub.crm.contacts.basic_api.get_page().results == []  # the next call is answered as usual
