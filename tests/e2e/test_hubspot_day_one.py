@@ -358,3 +358,25 @@ def test_records_sharing_a_millisecond_across_a_digit_boundary_come_once_under_b
         clock.advance(minutes=1)
         again = hub.cycle(clock.now)  # the crowd at the cursor re-read by id past it: nothing new, no stall
         assert again.error is None and again.pulled.records == 0
+
+
+def test_missing_scopes_through_the_cycle_degrade_activity_and_pause_write_back(
+    tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock
+) -> None:
+    people = sandbox.seed("contacts", contacts(3, hs_lead_status="NEW"), modified_at=T0 - timedelta(days=1))
+    sandbox.revoke_scope("emails")
+    sandbox.revoke_scope("contacts", write=True)
+    with open_connector(config(tmp_path, sandbox), retry_sleep=no_wait) as hub:
+        hub.cycle(clock.now)
+        for person in people:
+            hub.engine.feed_event(hub.synced(), person, "email_sent", clock.now, clock.now)
+        clock.advance(minutes=1)
+        sandbox.edit_as_person("contacts", people[0], hs_lead_status="CONNECTED")
+        clock.advance(minutes=1)
+        outcome = hub.cycle(clock.now)
+        assert outcome.error is None and outcome.pulled.transitions == 1  # records still sync
+        assert outcome.degraded is not None and "sales-email-read" in outcome.degraded
+        assert outcome.drained.paused is not None and "crm.objects.contacts.write" in outcome.drained.paused
+        # The person's edit cancelled one write; the other two wait for the admin, neither sent nor dead.
+        assert outcome.drained.dead == 0 and hub.outbox_states() == {"cancelled": 1, "pending": 2}
+        assert sandbox.writes() == []
