@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from connector.rules import RecordState, SetBy, Transition
+from connector.store.bulk import Writer
 from connector.store.schema import CursorRow, EventRow, OutboxItem, Record, SourceHealth, TransitionRow
 
 RECORDS = cast(Table, Record.__table__)
@@ -132,7 +133,12 @@ def _by_ids(
     cost more than the lookups themselves. Ids are sorted, so the index is walked in order.
     """
     connection = session.connection()
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    if connection.dialect.name == "postgresql":
+        # One array parameter: the same statement text (and plan) whatever the number of ids.
+        sql = f"SELECT {', '.join(columns)} FROM records WHERE source = %s AND object = %s AND external_id = ANY(%s)"
+        yield from connection.exec_driver_sql(sql, (source, obj, sorted(external_ids)))
+        return
+    marker = "?"
     for chunk in _chunks(sorted(external_ids), 1000):
         sql = (
             f"SELECT {', '.join(columns)} FROM records WHERE source = {marker} AND object = {marker} "
@@ -199,66 +205,20 @@ def due_for_timers(session: Session, source: str, obj: str, now: datetime, limit
     return [stored_from_row(row) for row in rows]
 
 
-def _record_values(source: str, obj: str, write: RecordWrite, now: datetime) -> dict[str, Any]:
-    state = write.state
-    return {
-        "source": source,
-        "object": obj,
-        "external_id": write.external_id,
-        "stage": state.stage,
-        "set_by": state.set_by.value if state.set_by else None,
-        "remote_status": state.remote_status,
-        "stage_entered_at": state.stage_entered_at,
-        "last_activity_at": state.last_activity_at,
-        "quarantined": state.quarantined,
-        "inactive_decided_at": state.inactive_decided_at,
-        "next_timer_at": write.next_timer_at,
-        "owner": write.owner,
-        "fields": write.fields,
-        "deleted": write.deleted,
-        "converted": write.converted,
-        "remote_modified_at": write.remote_modified_at,
-        "updated_at": now,
-    }
-
-
-_UPDATABLE = (
-    "stage",
-    "set_by",
-    "remote_status",
-    "stage_entered_at",
-    "last_activity_at",
-    "quarantined",
-    "inactive_decided_at",
-    "next_timer_at",
-    "owner",
-    "fields",
-    "deleted",
-    "converted",
-    "remote_modified_at",
-    "updated_at",
-)
-
-
 def save_records(session: Session, source: str, obj: str, writes: Sequence[RecordWrite], now: datetime) -> None:
     """Upsert the records, their history and outbox changes: a handful of statements per page.
 
     Lock order is the same everywhere: outbox rows before record rows, each in id order. The drain
     holds outbox rows while it sends and then updates records; a pull doing the reverse would deadlock.
     """
-    table = RECORDS
     new = [w for w in writes if w.record_id is None]
-    existing = sorted((w for w in writes if w.record_id is not None), key=lambda w: w.record_id or 0)
+    existing = [w for w in writes if w.record_id is not None]
+    writer = Writer(session.connection())
     if new:
-        # One statement for many rows: compiled once and cached; SQLAlchemy batches it ("insertmanyvalues").
-        # A multi-VALUES insert of 500 rows is compiled anew for every chunk size, which costs more than the I/O.
-        stmt = _insert(session, table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["source", "object", "external_id"],
-            set_={name: stmt.excluded[name] for name in _UPDATABLE},
-        ).returning(table.c.id, table.c.external_id, sort_by_parameter_order=True)
-        rows = session.execute(stmt, [_record_values(source, obj, w, now) for w in new])
-        ids = {row.external_id: row.id for row in rows}
+        ids = writer.insert_records(source, obj, new, now)
+        if len(ids) < len(new):
+            found = _by_ids(session, ("external_id", "id"), source, obj, [w.external_id for w in new])
+            ids = {row[0]: row[1] for row in found}
         for write in new:
             write.record_id = ids[write.external_id]
     cancel_writebacks(session, sorted(w.record_id for w in writes if w.cancel_writeback and w.record_id), now)
@@ -272,38 +232,14 @@ def save_records(session: Session, source: str, obj: str, writes: Sequence[Recor
         now,
     )
     if existing:
-        stmt = (
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values({name: bindparam(f"b_{name}") for name in _UPDATABLE})
-        )
-        params = []
-        for write in existing:
-            values = _record_values(source, obj, write, now)
-            params.append({"b_id": write.record_id, **{f"b_{name}": values[name] for name in _UPDATABLE}})
-        session.connection().execute(stmt, params)
-    _save_transitions(session, writes)
+        writer.update_records(existing, now)
+    _save_transitions(session, writes, writer)
 
 
-def _save_transitions(session: Session, writes: Sequence[RecordWrite]) -> None:
-    rows = [
-        {
-            "record_id": w.record_id,
-            "at": t.at,
-            "from_stage": t.from_stage,
-            "to_stage": t.to_stage,
-            "cause": t.cause.value,
-            "detail": t.detail,
-            "rule": t.rule,
-            "suppressed": t.suppressed,
-            "reason": t.reason,
-            "owner": t.owner,
-        }
-        for w in writes
-        for t in w.transitions
-    ]
+def _save_transitions(session: Session, writes: Sequence[RecordWrite], writer: Writer | None = None) -> None:
+    rows = [(w.record_id, t) for w in writes if w.record_id is not None for t in w.transitions]
     if rows:
-        session.execute(TRANSITIONS.insert(), rows)
+        (writer or Writer(session.connection())).insert_transitions(rows)
 
 
 def history(session: Session, record_id: int) -> list[TransitionRow]:

@@ -297,7 +297,10 @@ def test_unable_to_lock_row_is_retried_then_done(world: World) -> None:
     assert written(world) == [(lead, WORKING)]
 
 
-def test_an_expired_session_is_renewed_once_and_the_run_carries_on(world: World) -> None:
+def test_an_expired_session_is_renewed_once_and_the_run_carries_on(open_world: OpenWorld) -> None:
+    # Pages of 500: the pull reads up to two pages ahead of the one applied, so the expiry after the
+    # first page still leaves calls to make.
+    world = open_world(page_size=500)
     world.seed_leads(4_500)
     world.sandbox.server.reset_calls()
     expired = threading.Event()
