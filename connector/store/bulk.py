@@ -79,7 +79,7 @@ def sqlite_time(value: datetime | None) -> str | None:
         _naive(value)
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:26]  # without the '+00:00'
 
 
 def pg_time(value: datetime | None) -> datetime | None:
@@ -98,7 +98,18 @@ class Writer:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.postgres = connection.dialect.name == "postgresql"
-        self.time: Callable[[datetime | None], Any] = pg_time if self.postgres else sqlite_time
+        self.time: Callable[[datetime | None], Any] = pg_time if self.postgres else self._sqlite_time
+        # A page's timestamps repeat (one modified stamp for a whole import, `now` on every row): each is
+        # converted once.
+        self._texts: dict[datetime, str | None] = {}
+
+    def _sqlite_time(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        text = self._texts.get(value)
+        if text is None:
+            text = self._texts[value] = sqlite_time(value)
+        return text
 
     def _record_row(self, write: RecordWrite, updated_at: Any) -> tuple[Any, ...]:
         state, time = write.state, self.time

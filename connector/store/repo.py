@@ -132,19 +132,26 @@ def _by_ids(
     Plain driver SQL on these hot paths (every record of every page): SQLAlchemy's per-row processing
     cost more than the lookups themselves. Ids are sorted, so the index is walked in order.
     """
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        # One array parameter: the same statement text (and plan) whatever the number of ids.
-        sql = f"SELECT {', '.join(columns)} FROM records WHERE source = %s AND object = %s AND external_id = ANY(%s)"
-        yield from connection.exec_driver_sql(sql, (source, obj, sorted(external_ids)))
-        return
-    marker = "?"
-    for chunk in _chunks(sorted(external_ids), 1000):
-        sql = (
-            f"SELECT {', '.join(columns)} FROM records WHERE source = {marker} AND object = {marker} "
-            f"AND external_id IN ({', '.join([marker] * len(chunk))})"
-        )
-        yield from connection.exec_driver_sql(sql, (source, obj, *chunk))
+    # The DB-API cursor itself: rows as plain tuples, no result wrapping per row.
+    cursor = session.connection().connection.cursor()
+    try:
+        if session.get_bind().dialect.name == "postgresql":
+            # One array parameter: the same statement text (and plan) whatever the number of ids.
+            cursor.execute(
+                f"SELECT {', '.join(columns)} FROM records WHERE source = %s AND object = %s AND external_id = ANY(%s)",
+                (source, obj, sorted(external_ids)),
+            )
+            yield from cursor.fetchall()
+            return
+        for chunk in _chunks(sorted(external_ids), 1000):
+            cursor.execute(
+                f"SELECT {', '.join(columns)} FROM records WHERE source = ? AND object = ? "
+                f"AND external_id IN ({', '.join('?' * len(chunk))})",
+                (source, obj, *chunk),
+            )
+            yield from cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def load_records(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, StoredRecord]:
