@@ -64,6 +64,8 @@ _PG_RECORD_TYPES = (
 TRANSITION_COLUMNS = (
     "record_id", "at", "from_stage", "to_stage", "cause", "detail", "rule", "suppressed", "reason", "owner"
 )
+# Ids per `IN (...)` on SQLite: well under its bound-parameter limit.
+_SQLITE_CHUNK = 500
 _PG_TRANSITION_TYPES = ("bigint", "timestamptz", "text", "text", "text", "text", "text", "boolean", "text", "text")
 
 
@@ -171,6 +173,21 @@ class Writer:
         self.connection.exec_driver_sql(
             f"UPDATE records SET {assignments} WHERE id = ?", [(*row[1:], row[0]) for row in rows]
         )
+
+    def cancel_pending(self, record_ids: Sequence[int], now: datetime, reason: str | None) -> None:
+        """Pending outbox items of these records become cancelled (a newer version for the drain's check)."""
+        sql = (
+            "UPDATE outbox SET state = 'cancelled', updated_at = {mark}, last_error = {mark}, version = version + 1 "
+            "WHERE state = 'pending' AND record_id {match}"
+        )
+        if self.postgres:
+            statement = sql.format(mark="%s", match="= ANY(%s::bigint[])")
+            self.connection.exec_driver_sql(statement, (self.time(now), reason, list(record_ids)))
+            return
+        for start in range(0, len(record_ids), _SQLITE_CHUNK):
+            chunk = record_ids[start : start + _SQLITE_CHUNK]
+            statement = sql.format(mark="?", match=f"IN ({', '.join('?' * len(chunk))})")
+            self.connection.exec_driver_sql(statement, (self.time(now), reason, *chunk))
 
     def insert_transitions(self, rows: Sequence[tuple[int, Transition]]) -> None:
         time = self.time

@@ -317,13 +317,9 @@ def queue_writebacks(
 
 
 def cancel_writebacks(session: Session, record_ids: Sequence[int], now: datetime, reason: str | None = None) -> None:
-    table = OUTBOX
-    for chunk in _chunks(list(record_ids)):
-        session.execute(
-            update(table)
-            .where(table.c.record_id.in_(chunk), table.c.state == "pending")
-            .values(state="cancelled", updated_at=now, last_error=reason, version=table.c.version + 1)
-        )
+    """Cancel the pending items of these records (a page asks this for many records that have none)."""
+    if record_ids:
+        Writer(session.connection()).cancel_pending(record_ids, now, reason)
 
 
 def claim_due(session: Session, source: str, obj: str, now: datetime, limit: int) -> list[OutboxItem]:
