@@ -37,7 +37,7 @@ def test_written_rows_read_back_through_the_orm(store: Store) -> None:
                         stage_entered_at=NOW - timedelta(days=1))
     writes = [
         repo.RecordWrite("00Q1", None, state, fields={"Industry": "Retail"}, owner="005A", next_timer_at=NOW),
-        repo.RecordWrite("00Q2", None, state, deleted=True, remote_modified_at=NOW),
+        repo.RecordWrite("00Q2", None, state, deleted=True, remote_modified_at=NOW, merged_into="00Q9"),
     ]
     with store.transaction() as session:
         repo.save_records(session, "sfdc", "Lead", writes, NOW)
@@ -52,8 +52,10 @@ def test_written_rows_read_back_through_the_orm(store: Store) -> None:
     assert (first.fields, first.owner, first.next_timer_at, first.stage_entered_at, first.deleted) == (
         {"Industry": "Retail"}, "005A", NOW, NOW - timedelta(days=1), False
     )
+    assert first.merged_into is None
     assert (second.stage, second.set_by, second.fields, second.deleted, second.remote_modified_at) == (
         "New", "manual", None, False, None
     )
+    assert second.merged_into is None  # the second write says nothing of a merge
     assert second.updated_at == NOW
     assert loaded["00Q1"].state == state and loaded["00Q2"].state == moved

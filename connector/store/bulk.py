@@ -43,6 +43,7 @@ RECORD_COLUMNS = (
     "deleted",
     "converted",
     "remote_modified_at",
+    "merged_into",
     "updated_at",
 )
 _PG_RECORD_TYPES = (
@@ -59,6 +60,7 @@ _PG_RECORD_TYPES = (
     "boolean",
     "boolean",
     "timestamptz",
+    "text",
     "timestamptz",
 )
 TRANSITION_COLUMNS = (
@@ -129,6 +131,7 @@ class Writer:
             write.deleted,
             write.converted,
             time(write.remote_modified_at),
+            write.merged_into,
             updated_at,
         )
 
