@@ -303,16 +303,20 @@ def resync(
 
 @main.command()
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--listen", metavar="HOST:PORT", help="serve the health page, /healthz and /metrics here (server.listen)")
 @common
-def run(ctx: Context, log_format: str) -> None:
+def run(ctx: Context, log_format: str, listen: str | None) -> None:
     """The daemon: scheduled pulls, write-back, timers and reconcile, until SIGTERM or SIGINT."""
     import threading
 
     from connector import logs
+    from connector.config import with_listen
     from connector.daemon import Daemon, install_stop_handlers
 
     stop = threading.Event()
     install_stop_handlers(stop)
+    if listen is not None:
+        ctx._config = with_listen(ctx.config, listen)
     logs.configure(log_format, logs.secret_values(ctx.config))
     Daemon(ctx.engine(with_sources=True), stop=stop).run_forever()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -19,14 +19,17 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from connector.durations import Duration, Percent, parse_duration
-from connector.errors import ConfigError, Problem
+from connector.errors import ConfigError, Problem, UsageError
 from connector.mapping import StageMapping, read_mapping
+from connector.web.address import is_loopback, split_listen
 from connector.yamlfile import YamlDocument, interpolate_env, load_yaml, report_validation_error
 
 DEFAULT_CONFIG = "config.yaml"
+MIN_TOKEN_LENGTH = 16  # the health page token: long enough not to be guessed over the network
 
 
 class _Model(BaseModel):
@@ -159,6 +162,26 @@ class Writeback(_Model):
 
 class Server(_Model):
     listen: StrictStr = "127.0.0.1:9108"
+    # Secret: whoever holds it reads the health page; required to listen beyond loopback.
+    token: SecretStr | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> Server:
+        host, _ = split_listen(self.listen)
+        if self.token is not None and len(self.token.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"token must be at least {MIN_TOKEN_LENGTH} characters (a long random value)")
+        if self.token is None and not is_loopback(host):
+            raise ValueError(
+                f"listen {self.listen} is reachable from other machines: set server.token "
+                "(e.g. token: ${CONNECTOR_SERVER_TOKEN}), or listen on 127.0.0.1"
+            )
+        return self
 
 
 class SmtpConfig(_Model):
@@ -301,6 +324,17 @@ def _resolve_paths(doc: YamlDocument, base: Path) -> None:
             for obj in objects.values():
                 if isinstance(obj, dict) and isinstance(obj.get("mapping"), str):
                     obj["mapping"] = str(base / obj["mapping"])
+
+
+def with_listen(config: Config, listen: str) -> Config:
+    """`connector run --listen ADDR`: the config's server settings, its token included, at another address."""
+    token = config.model.server.token if config.model.server is not None else None
+    try:
+        server = Server(listen=listen, token=token)
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise UsageError(f"--listen: {reasons}") from None
+    return replace(config, model=config.model.model_copy(update={"server": server}))
 
 
 def interval(value: str) -> timedelta:
