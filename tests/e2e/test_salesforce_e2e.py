@@ -141,7 +141,10 @@ def test_thousands_on_one_timestamp_survive_an_interrupted_pull(world: World) ->
     synced, stop = world.synced(), threading.Event()
     first = world.engine.pull(synced, world.clock.advance(), progress=lambda _stats: stop.set(), stop=stop)
     assert first.records == 2_000
+    # The page read ahead meanwhile is dropped with its cursor, and its thread is gone.
     assert world.engine.cursor(synced) == Cursor(T0, ids[1_999])
+    assert count(world, repo.RECORDS) == 2_000
+    assert not [t for t in threading.enumerate() if t.name == "connector-read-ahead"]
 
     rest = world.engine.pull(synced, world.clock.advance())
     assert rest.records == 5_000  # the settle window re-reads the shared second; nothing is applied twice
@@ -296,7 +299,10 @@ def test_unable_to_lock_row_is_retried_then_done(world: World) -> None:
     assert written(world) == [(lead, WORKING)]
 
 
-def test_an_expired_session_is_renewed_once_and_the_run_carries_on(world: World) -> None:
+def test_an_expired_session_is_renewed_once_and_the_run_carries_on(open_world: OpenWorld) -> None:
+    # Pages of 500: the pull reads up to two pages ahead of the one applied, so the expiry after the
+    # first page still leaves calls to make.
+    world = open_world(page_size=500)
     world.seed_leads(4_500)
     world.sandbox.server.reset_calls()
     expired = threading.Event()
