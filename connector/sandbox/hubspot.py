@@ -45,7 +45,7 @@ HubSpot behaviour mirrored:
     and left unchanged (HubSpot's community and legacy docs), which is what a connector must cope
     with; `lifecycle_backwards = "reject"` makes it a 400 VALIDATION_ERROR instead.
 
-Behaving like a real account (docs/crm-behaviour-hubspot.md gives the source of each):
+Behaving like a real account (docs/crm-behaviour.md gives the source of each):
   * `set_search_lag(L)`: searches see each record as it was L seconds ago (`hubspot_index`); reads by
     id are live. `index_late` makes one record's next change reach search later still.
   * `ids_as_text`: search filters compare hs_object_id as text.

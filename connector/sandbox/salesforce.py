@@ -4,7 +4,7 @@ Driven by the real simple-salesforce client, so the bodies, status codes, error 
 follow Salesforce's REST API closely. The org's data and what people and admins do to it (the back
 door: `seed`, `edit_as_person`, `merge`, `long_transaction`, `deny_read`, ...) live in
 `salesforce_org`; its schema in `salesforce_schema`; its OAuth token endpoint in `salesforce_oauth`;
-months of past life in `salesforce_history`. docs/crm-behaviour-salesforce.md lists every behaviour
+months of past life in `salesforce_history`. docs/crm-behaviour.md lists every behaviour
 with its source.
 """
 

@@ -8,7 +8,7 @@ Late commits: a person's edit or a data load inside `long_transaction(d)` (or wi
 set) is stamped when it is made (SystemModstamp T) but stays invisible to every API read (SOQL,
 queryAll, reads by Id: one database) until T + d, when it appears with its stamp T, behind records
 already visible. Meanwhile the API cannot write those records (UNABLE_TO_LOCK_ROW), as with a row
-held by a running transaction. See docs/crm-behaviour-salesforce.md for the sources.
+held by a running transaction. See docs/crm-behaviour.md for the sources.
 """
 
 from __future__ import annotations
