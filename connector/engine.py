@@ -6,6 +6,7 @@ never talks HTTP itself (sources do) and holds no rule logic (rules do).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,7 @@ from connector.store.db import Store
 from connector.yamlfile import suggest
 
 TIMER_BATCH = 1000
+log = logging.getLogger("connector.engine")
 BASELINE = "baseline"  # the cursor row that holds an object's baseline instant (rule 4)
 
 
@@ -202,10 +204,13 @@ class Engine:
                 write = decide_remote(record, remote, synced.mapping, first_seen)
                 if write is not None:
                     if write.merged_into and item is not None:
-                        write.transitions = [
-                            replace(t, reason=f"{t.reason}; the pending write-back of '{item[2]}' was dropped")
-                            for t in write.transitions
-                        ]
+                        # Not re-targeted: the winner's status is a person's to judge after a merge.
+                        dropped = f"the pending write-back of '{item[2]}' was dropped"
+                        write.transitions = [replace(t, reason=f"{t.reason}; {dropped}") for t in write.transitions]
+                        log.warning(
+                            "%s %s %s: merged into %s in the CRM; %s (set the winner's stage by hand if needed)",
+                            synced.source, synced.name, remote.id, write.merged_into, dropped,
+                        )
                     writes.append(write)
                     _count(stats, write)
                     stats.deleted += 1 if write.deleted else 0
