@@ -56,6 +56,7 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         )
         self._server: Any = None
+        self._notifying = threading.Lock()
 
     # --- jobs ------------------------------------------------------------------------------------
     def _run(self, job: str, synced: SyncedObject, work: Callable[[ObjectOutcome], None], *, locked: bool) -> None:
@@ -144,7 +145,14 @@ class Daemon:
             from connector.notify import notify_job
         except ImportError:  # notifications are optional
             return
-        notify_job(self.engine, self.clock())
+        # Every object's timers job ends in a notify pass over all objects; one at a time per process
+        # is enough (a pass already running sends what the others would).
+        if not self._notifying.acquire(blocking=False):
+            return
+        try:
+            notify_job(self.engine, self.clock(), stop=self.stop)
+        finally:
+            self._notifying.release()
 
     # --- health ----------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
