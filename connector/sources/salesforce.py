@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +42,7 @@ from connector.sources.base import (
     WriteOutcome,
 )
 from connector.sources.errors import Action, CrmError, SourcePaused
-from connector.sources.retry import RetryPolicy
+from connector.sources.retry import RetryPolicy, pause
 from connector.sources.salesforce_activity import (
     KNOWN_PREFIXES,
     TaskRule,
@@ -129,7 +128,7 @@ class Salesforce:
         name: str,
         settings: SalesforceSource,
         *,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = pause,
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
