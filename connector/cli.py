@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 import click
 
 from connector.config import Config, default_config_path, load_config
-from connector.cycle import ObjectOutcome
 from connector.engine import Engine
 from connector.errors import ConfigError, ConnectorError, UsageError
 from connector.progress import counting
@@ -232,37 +231,38 @@ def event(ctx: Context, source: str, object_name: str, record_id: str, event_typ
         click.echo(f"{source} {object_name} {record_id}: stays in {last['stage']} (no trigger matches)")
 
 
-def _print_outcome(outcome: ObjectOutcome) -> None:
-    p, d = outcome.pulled, outcome.drained
-    line = (
-        f"{outcome.source} {outcome.object}: pulled {p.records} ({p.transitions} moved, {p.quarantined} quarantined), "
-        f"activity {outcome.events.new} new, timers moved {outcome.timers.transitions}, "
-        f"written back {d.done}, conflicts {d.conflicts}, retrying {d.retried}, dead {d.dead}"
-    )
-    if outcome.paused:
-        line += f"; PAUSED: {outcome.paused}"
-    if outcome.error:
-        line += f"; FAILED: {outcome.error}"
-    click.echo(line)
-
-
 @main.command()
 @click.argument("source", required=False)
 @click.argument("object_name", metavar="[OBJECT]", required=False)
 @click.option("--once", is_flag=True, required=True, help="one full cycle, then exit (`connector run` is the daemon)")
+@click.option("--dry-run", is_flag=True, help="print every move and write it would make; change nothing anywhere")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @common
-def sync(ctx: Context, source: str | None, object_name: str | None, once: bool) -> None:
+def sync(ctx: Context, source: str | None, object_name: str | None, once: bool, dry_run: bool, as_json: bool) -> None:
     """One full cycle: pull, activity, timers (as of --now), write-back. Exit 1 if records failed."""
     from connector.cycle import Jobs
+    from connector.sync_commands import outcome_json, outcome_line
 
     engine = ctx.engine(with_sources=True)
+    objects = engine.objects(source, object_name)
+    if dry_run:
+        from connector.sync_commands import sync_dry_run
+
+        result, failed = sync_dry_run(engine, objects, ctx.now)
+        click.echo(json.dumps(result, indent=2) if as_json else result["text"])
+        sys.exit(1 if failed else 0)
     jobs = Jobs(engine)
     failed = False
-    for synced in engine.objects(source, object_name):
+    outcomes = []
+    for synced in objects:
         with counting(f"{synced.source} {synced.name}") as report:
             outcome = jobs.once(synced, ctx.now, lambda stats: report(stats.records))
-        _print_outcome(outcome)
+        outcomes.append(outcome_json(outcome))
+        if not as_json:
+            click.echo(outcome_line(outcome))
         failed = failed or outcome.failed
+    if as_json:
+        click.echo(json.dumps({"objects": outcomes}, indent=2))
     sys.exit(1 if failed else 0)
 
 
@@ -275,6 +275,7 @@ def sync(ctx: Context, source: str | None, object_name: str | None, once: bool) 
 @click.option("--remap", is_flag=True, help="after a mapping change: re-derive stages from the CRM statuses")
 @click.option("--push", is_flag=True, help="write our stages' statuses where the CRM differs")
 @click.option("--dry-run", is_flag=True, help="print what would change, and change nothing anywhere")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @common
 def resync(
     ctx: Context,
@@ -286,28 +287,18 @@ def resync(
     remap: bool,
     push: bool,
     dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Compare the CRM with the store and repair the drift (or show it with --dry-run)."""
     from connector.resync import ResyncOptions
-    from connector.resync import resync as run_resync
+    from connector.sync_commands import resync_objects
 
     if full and (since or ids):
         raise UsageError("--full reads every record; leave out --since and --ids, or --full")
     options = ResyncOptions(full, since, tuple(i.strip() for i in ids.split(",") if i.strip()), remap, push, dry_run)
     engine = ctx.engine(with_sources=not (remap and not (full or since or ids or push)))
-    for synced in engine.objects(source, object_name):
-        with counting(f"{synced.source} {synced.name}") as progress:
-            report = run_resync(engine, synced, options, ctx.now, progress)
-        for change in report.changes:
-            move = f"{change.from_stage or '(new)'} -> {change.to_stage or '(out)'}"
-            click.echo(f"  {change.id}: {move}  {change.detail}")
-        r = report.repaired
-        verb = "would change" if dry_run else "repaired"
-        count = len(report.changes) if dry_run else (report.pushed or r.changed)
-        click.echo(
-            f"{synced.source} {synced.name}: read {report.read}, {verb} {count}"
-            + ("" if dry_run else f" ({r.transitions} moved, {r.quarantined} quarantined, {report.pushed} pushed)")
-        )
+    result = resync_objects(engine, engine.objects(source, object_name), options, ctx.now)
+    click.echo(json.dumps(result, indent=2) if as_json else result["text"])
 
 
 @main.command()

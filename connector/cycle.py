@@ -23,6 +23,7 @@ from connector.store import repo
 from connector.writeback import Drain, DrainStats
 
 log = logging.getLogger("connector.cycle")
+RECHECK = timedelta(minutes=2)  # how often a paused source asks the CRM whether it may resume
 T = TypeVar("T")
 
 
@@ -36,10 +37,11 @@ class ObjectOutcome:
     drained: DrainStats = field(default_factory=DrainStats)
     paused: str | None = None
     error: str | None = None
+    degraded: str | None = None  # activity could not be read (the records still were): the CRM's words
 
     @property
     def failed(self) -> bool:
-        return self.error is not None or self.drained.dead > 0
+        return self.error is not None or self.drained.dead > 0 or self.drained.paused is not None
 
 
 class Jobs:
@@ -51,8 +53,8 @@ class Jobs:
 
     def _guarded(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome, work: Callable[[], T]) -> T | None:
         paused = self.paused_until(synced, now)
-        if paused is not None:
-            outcome.paused = f"paused until {paused.isoformat()}"
+        if paused is not None and not self._usage_back(synced, now):
+            outcome.paused = f"paused until {paused.isoformat()}, or until the CRM's usage is back under the budget"
             return None
         try:
             result = work()
@@ -74,6 +76,25 @@ class Jobs:
             return None
         self._record(synced, now, "ok", None)
         return result
+
+    def _usage_back(self, synced: SyncedObject, now: datetime) -> bool:
+        """A paused source asks the CRM (one cheap call, at most every RECHECK) whether its usage is
+        back under the budget, rather than waiting out the pause: a new day may have reset it."""
+        with self.engine.store.transaction() as session:
+            last = repo.health(session, synced.source, synced.name).last_run_at
+        source = self.engine.sources.get(synced.source)
+        if source is None or (last is not None and now - last < RECHECK):
+            return False
+        try:
+            usage = source.check_usage(synced.name)
+        except CrmError as exc:
+            self._record(synced, now, "paused", exc.describe(), paused_until=self.paused_until(synced, now))
+            return False
+        budget = self.engine.config.model.sources[synced.source].api_budget
+        if usage.used is None or not usage.limit or usage.used < budget * usage.limit:
+            log.info("%s %s: API usage is back under the budget; resuming", synced.source, synced.name)
+            return True
+        return False
 
     def paused_until(self, synced: SyncedObject, now: datetime) -> datetime | None:
         with self.engine.store.transaction() as session:
@@ -113,10 +134,57 @@ class Jobs:
     ) -> None:
         def work() -> None:
             outcome.pulled = self.engine.pull(synced, now, progress=progress, stop=self.stop)
-            if synced.settings.activity is None or synced.settings.activity.enabled:
-                outcome.events = self.engine.pull_events(synced, now)
 
         self._guarded(synced, now, outcome, work)
+        if outcome.error is None and outcome.paused is None and not self.stop.is_set():
+            self._guarded(synced, now, outcome, lambda: self.activity(synced, now, outcome))
+
+    def activity(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome) -> None:
+        """Activity is optional: a failure to read it degrades the object, never stops its records,
+        timers or write-back; it is tried again on its own back-off (30 s doubling to 30 min)."""
+        if synced.settings.activity is not None and not synced.settings.activity.enabled:
+            return
+        with self.engine.store.transaction() as session:
+            health = repo.health(session, synced.source, synced.name)
+            retry_at, error = health.activity_retry_at, health.activity_error
+        if error is not None and retry_at is not None and retry_at > now:
+            outcome.degraded = f"{error} (activity is read again after {retry_at.isoformat()})"
+            return
+        try:
+            outcome.events = self.engine.pull_events(synced, now)
+        except SourcePaused:
+            raise  # the source's budget, not the activity's: `_guarded` pauses the source
+        except CrmError as exc:
+            self._activity_failed(synced, now, outcome, exc)
+            return
+        if error is not None:
+            log.info("%s %s: activity can be read again", synced.source, synced.name)
+            self._activity_state(synced, None, now)
+
+    def _activity_failed(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome, exc: CrmError) -> None:
+        retry_at = self._activity_state(synced, exc.describe(), now)
+        outcome.degraded = f"{exc.describe()} (activity is read again after {retry_at.isoformat()})"
+        log.warning(
+            "%s %s degraded: activity cannot be read: %s; records, timers and write-back go on",
+            synced.source,
+            synced.name,
+            exc.describe(),
+        )
+
+    def _activity_state(self, synced: SyncedObject, error: str | None, now: datetime) -> datetime:
+        def work(session: Session) -> datetime:
+            health = repo.health(session, synced.source, synced.name)
+            if error is None:
+                health.activity_error = health.activity_error_at = health.activity_retry_at = None
+                health.activity_failures = 0
+                return now
+            failures = (health.activity_failures or 0) + 1
+            health.activity_failures = failures
+            health.activity_error, health.activity_error_at = error, now
+            health.activity_retry_at = now + timedelta(seconds=min(1800.0, 30.0 * 2 ** (failures - 1)))
+            return health.activity_retry_at
+
+        return self.engine.store.run(work)
 
     def timers(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome) -> None:
         outcome.timers = self.engine.run_timers(synced, now)
@@ -126,13 +194,35 @@ class Jobs:
         if not settings.enabled:
             return
         source = self.engine.sources[synced.source]
+        with self.engine.store.transaction() as session:
+            waiting = repo.health(session, synced.source, synced.name).writeback_error
 
         def work() -> DrainStats:
-            return Drain(self.engine.store, source, settings).run(synced, now, stop=self.stop)
+            return Drain(self.engine.store, source, settings).run(synced, now, stop=self.stop, paused=bool(waiting))
 
         result = self._guarded(synced, now, outcome, work)
-        if result is not None:
-            outcome.drained = result
+        if result is None:
+            return
+        outcome.drained = result
+        if result.paused != waiting and (result.paused is not None or result.claimed > 0):
+            self._writeback_state(synced, result.paused, now)
+            if result.paused is not None:
+                log.error(
+                    "%s %s: write-back paused until the admin acts: %s; the items stay pending",
+                    synced.source,
+                    synced.name,
+                    result.paused,
+                )
+            else:
+                log.info("%s %s: write-back resumed", synced.source, synced.name)
+
+    def _writeback_state(self, synced: SyncedObject, error: str | None, now: datetime) -> None:
+        def work(session: Session) -> None:
+            health = repo.health(session, synced.source, synced.name)
+            health.writeback_error = error
+            health.writeback_error_at = now if error else None
+
+        self.engine.store.run(work)
 
     def once(
         self, synced: SyncedObject, now: datetime, progress: Callable[[PageStats], None] | None = None

@@ -199,12 +199,12 @@ class Daemon:
         from connector.status import status
 
         data = status(self.engine, self.clock())
-        bad = [
-            f"{o['source']} {o['object']}: {'paused' if o['paused'] else 'failing'}"
-            for o in data["objects"]
-            if o["paused"] or o["last_outcome"] == "failed"
+        # Every object that is not ok is listed; degraded (activity unreadable) is reported but healthy.
+        problems = [
+            f"{o['source']} {o['object']}: {o['state']}: {p['message']}" for o in data["objects"] for p in o["problems"]
         ]
-        return not bad, {"ok": not bad, "problems": bad}
+        bad = any(o["state"] in ("paused", "failing") for o in data["objects"])
+        return not bad, {"ok": not bad, "problems": problems}
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:

@@ -27,12 +27,13 @@ from connector.record_writes import (
     write_for,
 )
 from connector.rules import Decision, SetBy, Transition
-from connector.sources.base import Cursor, Page, RemoteEvent, Source
+from connector.sources.base import Cursor, Page, RemoteEvent, RemoteRecord, Source
 from connector.store import repo
 from connector.store.db import Store
 from connector.yamlfile import suggest
 
 TIMER_BATCH = 1000
+BASELINE = "baseline"  # the cursor row that holds an object's baseline instant (rule 4)
 
 
 @dataclass
@@ -87,11 +88,29 @@ def _ahead(new: Cursor, stored: Cursor) -> bool:
     return stored.modified_at is None or _position(new) >= _position(stored)
 
 
+def _baseline(session: Session, synced: SyncedObject, now: datetime, *, save: bool = True) -> datetime:
+    """B, fixed (with `save`) at `now` in the transaction of the object's first page when there is none yet."""
+    at, _ = repo.get_cursor(session, synced.source, synced.name, BASELINE)
+    if at is None:
+        # Whole seconds: Salesforce stamps to the second, so activity logged in the same second as the
+        # first sync must not fall before B by a fraction.
+        at = now.replace(microsecond=0)
+        if save:
+            repo.save_cursor(session, synced.source, synced.name, at, None, now, BASELINE)
+    return at
+
+
+def _existed(remote: RemoteRecord, baseline: datetime) -> bool:
+    return (remote.created_at or remote.modified_at) <= baseline
+
+
 class Engine:
     def __init__(self, config: Config, store: Store, sources: dict[str, Source]) -> None:
         self.config = config
         self.store = store
         self.sources = sources
+        # The wall clock, for how far pulls read; rules never see it (they take `now`).
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     # --- lookups that the CLI reports as usage errors -------------------------------------------
     def _check_source(self, source: str) -> None:
@@ -118,11 +137,32 @@ class Engine:
         return [o for (s, _), o in self.config.objects.items() if s == source]
 
     # --- records ---------------------------------------------------------------------------------
+    def baseline(self, synced: SyncedObject, now: datetime) -> datetime:
+        """The object's baseline instant B (rule 4), fixed by its first sync."""
+
+        def work(session: Session) -> datetime:
+            return _baseline(session, synced, now)
+
+        return self.store.run(work)
+
+    def _enrolled_clocks(self, synced: SyncedObject, page: Page, now: datetime) -> dict[str, datetime]:
+        """`enroll_existing`: when the status of each record that existed at B last changed, from the CRM."""
+        if not synced.mapping.enroll_existing:
+            return {}
+        with self.store.transaction() as session:
+            baseline = _baseline(session, synced, now, save=False)
+            ids = [r.id for r in page.records]
+            known = repo.load_briefs(session, synced.source, synced.name, ids, with_fields=False)
+        existing = [r.id for r in page.records if r.id not in known and not r.deleted and _existed(r, baseline)]
+        return self.sources[synced.source].status_changed_at(synced.name, existing) if existing else {}
+
     def apply_page(self, synced: SyncedObject, page: Page, now: datetime, *, save_cursor: bool = True) -> PageStats:
         """Decide and persist one page and its cursor in one transaction (again from the start on a lost connection)."""
+        clocks = self._enrolled_clocks(synced, page, now)
 
         def work(session: Session) -> PageStats:
             stats = PageStats(records=len(page.records))
+            baseline = _baseline(session, synced, now)
             briefs = repo.load_briefs(
                 session,
                 synced.source,
@@ -145,11 +185,24 @@ class Engine:
                     confirmed = decide_remote(record, remote, synced.mapping) or plain_write(
                         record, remote.id, Decision(record.state), synced.mapping
                     )
-                    confirmed.remote_modified_at = remote.modified_at
+                    known = record.remote_modified_at or remote.modified_at
+                    confirmed.remote_modified_at = max(remote.modified_at, known)
                     writes.append(confirmed)
                     continue
-                write = decide_remote(record, remote, synced.mapping)
+                first_seen = rules.first_seen_at(
+                    baseline,
+                    remote.created_at,
+                    remote.modified_at,
+                    enroll_existing=synced.mapping.enroll_existing,
+                    status_changed_at=clocks.get(remote.id),
+                )
+                write = decide_remote(record, remote, synced.mapping, first_seen)
                 if write is not None:
+                    if write.merged_into and item is not None:
+                        write.transitions = [
+                            replace(t, reason=f"{t.reason}; the pending write-back of '{item[2]}' was dropped")
+                            for t in write.transitions
+                        ]
                     writes.append(write)
                     _count(stats, write)
                     stats.deleted += 1 if write.deleted else 0
@@ -177,7 +230,7 @@ class Engine:
         """
         source = self.sources[synced.source]
         total = PageStats()
-        for page in source.pull(synced.name, self.cursor(synced), until=now):
+        for page in source.pull(synced.name, self.cursor(synced), until=self.until(now)):
             total.add(self.apply_page(synced, page, now))
             if progress:
                 progress(total)
@@ -185,6 +238,11 @@ class Engine:
                 break
         self._note_pulled(synced, total.records, now)
         return total
+
+    def until(self, now: datetime) -> datetime:
+        """How far a pull reads: `--now` bounds the rules, never the pull (a cursor held back at an
+        earlier `--now` would make every later pull re-read everything written since)."""
+        return max(now, self.clock())
 
     def _note_pulled(self, synced: SyncedObject, count: int, now: datetime) -> None:
         def work(session: Session) -> None:
@@ -205,6 +263,7 @@ class Engine:
                 {"object": synced.name, "external_id": e.record_id, "type": e.type, "at": e.at, "dedupe_key": e.key}
                 for e in events
             ]
+            baseline = _baseline(session, synced, now)
             new_keys = repo.insert_new_events(session, synced.source, rows, now)
             once = {e.key: e for e in reversed(events)}  # the same key twice in one batch counts once
             fresh = sorted((e for k, e in once.items() if k in new_keys), key=lambda e: (e.at, e.key))
@@ -219,7 +278,7 @@ class Engine:
                 write = states.get(event.record_id) or write_for(
                     record, record.external_id, Decision(record.state), synced.mapping
                 )
-                decision = rules.on_activity(write.state, event.type, synced.mapping, event.at)
+                decision = rules.on_activity(write.state, event.type, synced.mapping, event.at, baseline)
                 _merge(write, decision, synced.mapping)
                 states[event.record_id] = write
             writes = list(states.values())
@@ -228,7 +287,8 @@ class Engine:
                 assign_owner(write, synced.mapping)
                 _count(stats.moves, write)
             repo.save_records(session, synced.source, synced.name, writes, now)
-            if cursor is not None:
+            stored_cursor = Cursor(*repo.get_cursor(session, synced.source, synced.name, "events"))
+            if cursor is not None and _ahead(cursor, stored_cursor):
                 repo.save_cursor(session, synced.source, synced.name, cursor.modified_at, cursor.last_id, now, "events")
             return stats
 
@@ -237,7 +297,11 @@ class Engine:
     def pull_events(self, synced: SyncedObject, now: datetime) -> EventStats:
         source = self.sources[synced.source]
         total = EventStats()
-        for page in source.pull_events(synced.name, self.cursor(synced, "events"), until=now):
+        cursor = self.cursor(synced, "events")
+        if cursor.modified_at is None:
+            # The first activity pull starts at the baseline: history before it fires nothing (rule 4).
+            cursor = Cursor(self.baseline(synced, now), None)
+        for page in source.pull_events(synced.name, cursor, until=self.until(now)):
             stats = self.apply_events(synced, page.events, now, page.cursor)
             total.events += stats.events
             total.new += stats.new
@@ -364,11 +428,11 @@ class Engine:
         return self.apply_events(synced, [RemoteEvent(external_id, event_type, at, key)], now)
 
     def remap(
-        self, synced: SyncedObject, now: datetime, ids: Iterable[str] | None = None, *, dry_run: bool = False
+        self, synced: SyncedObject, now: datetime, ids: Iterable[str] | None = None
     ) -> tuple[PageStats, list[tuple[str, Transition]]]:
         """After a mapping change: every record's stage follows its CRM status under the new table.
 
-        Returns the stats and each record's transition; with `dry_run` nothing is saved.
+        Returns the stats and each record's transition.
         """
         if ids is None:
             with self.store.transaction() as session:
@@ -389,8 +453,7 @@ class Engine:
                         writes.append(write)
                         moves.extend((record.external_id, t) for t in write.transitions)
                         _count(stats, write)
-                if not dry_run:
-                    repo.save_records(session, synced.source, synced.name, writes, now)
+                repo.save_records(session, synced.source, synced.name, writes, now)
                 return stats
 
             total.add(self.store.run(work))

@@ -63,22 +63,34 @@ def plain_write(
         fields=stored.fields if stored else None,
         deleted=stored.deleted if stored else False,
         converted=stored.converted if stored else False,
+        remote_modified_at=stored.remote_modified_at if stored else None,
+        merged_into=stored.merged_into if stored else None,
     )
 
 
 def decide_remote(
-    stored: repo.StoredRecord | None, remote: RemoteRecord, mapping: StageMapping
+    stored: repo.StoredRecord | None,
+    remote: RemoteRecord,
+    mapping: StageMapping,
+    first_seen: datetime | None = None,
 ) -> repo.RecordWrite | None:
-    """What a record read from the CRM changes in the store, or None when nothing does."""
+    """What a record read from the CRM changes in the store, or None when nothing does.
+
+    `first_seen` is when the stage clock of a record new to the store starts (`rules.first_seen_at`);
+    without it, the read's modified stamp.
+    """
+    if stored is not None and rules.is_stale(stored.remote_modified_at, remote.modified_at):
+        return None  # rule 5: a lagging index or replica, neither a person's change nor a conflict
     state = stored.state if stored else RecordState()
     at = remote.modified_at
     if remote.deleted:
-        if stored is not None and stored.deleted:
+        if stored is not None and stored.deleted and stored.merged_into == remote.merged_into:
             return None
-        gone = Transition(
-            at, state.stage, None, Cause.EXTERNAL, "deleted", reason="deleted in the CRM; out of the funnel"
-        )
-        write = repo.RecordWrite(
+        detail, reason = "deleted", "deleted in the CRM; out of the funnel"
+        if remote.merged_into:
+            detail, reason = f"merged into {remote.merged_into}", f"merged into {remote.merged_into} in the CRM"
+        gone = Transition(at, state.stage, None, Cause.EXTERNAL, detail, reason=reason)
+        return repo.RecordWrite(
             remote.id,
             stored.id if stored else None,
             replace(state, remote_status=remote.status),
@@ -89,15 +101,17 @@ def decide_remote(
             fields=dict(remote.fields) or None,
             remote_modified_at=at,
             converted=remote.converted,
+            merged_into=remote.merged_into,
         )
-        return write
-    decision = rules.on_status(state, remote.status or "", mapping, at)
+    entered = first_seen if stored is None and first_seen is not None else at
+    decision = rules.on_status(state, remote.status or "", mapping, entered)
     fields = dict(remote.fields) or None
     unchanged_extras = stored is not None and (
         stored.owner == remote.owner
         and stored.fields == fields
         and stored.converted == remote.converted
         and not stored.deleted
+        and not _newer(remote.modified_at, stored.remote_modified_at)
     )
     if not decision.changed and decision.state == state and unchanged_extras:
         return None
@@ -109,6 +123,10 @@ def decide_remote(
         # A converted lead is read-only in Salesforce: never queue a write for it.
         write.writeback, write.cancel_writeback = None, True
     return write
+
+
+def _newer(read: datetime, known: datetime | None) -> bool:
+    return known is None or read > known
 
 
 def our_write(stored: repo.StoredRecord, remote: RemoteRecord, pending_status: str) -> bool:
@@ -131,4 +149,6 @@ def unchanged(brief: repo.Brief | None, remote: RemoteRecord) -> bool:
         and brief.owner == remote.owner
         and brief.fields == (dict(remote.fields) or None)
         and brief.converted == remote.converted
+        # A newer stamp with nothing else new is still recorded, so a later stale read is known as one.
+        and not _newer(remote.modified_at, brief.remote_modified_at)
     )

@@ -1,4 +1,4 @@
-"""Resync and reconcile: compare the CRM with the store and repair drift, or preview it (--dry-run).
+"""Resync and reconcile: compare the CRM with the store and repair drift (`--dry-run`: see `dryrun`).
 
 Reading never moves the incremental cursor: a resync is a side pass, and the scheduled pulls carry
 on from where they were.
@@ -16,7 +16,7 @@ from connector import rules
 from connector.config import SyncedObject
 from connector.engine import Engine, PageStats
 from connector.errors import UsageError
-from connector.record_writes import decide_remote, write_for
+from connector.record_writes import write_for
 from connector.sources.base import Cursor, Page, RemoteRecord
 from connector.store import repo
 
@@ -36,7 +36,7 @@ class ResyncReport:
     read: int = 0
     repaired: PageStats = field(default_factory=PageStats)
     pushed: int = 0
-    changes: list[Change] = field(default_factory=list)  # filled on --dry-run
+    changes: list[Change] = field(default_factory=list)  # what --push queued
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class ResyncOptions:
     ids: Sequence[str] = ()
     remap: bool = False
     push: bool = False
-    dry_run: bool = False
+    dry_run: bool = False  # run on a throwaway copy (`connector.dryrun`); `resync` itself always acts
 
 
 def _pages(engine: Engine, synced: SyncedObject, options: ResyncOptions, now: datetime) -> Iterator[Page]:
@@ -73,11 +73,8 @@ def resync(
 ) -> ResyncReport:
     report = ResyncReport(synced.source, synced.name)
     if options.remap:
-        stats, moves = engine.remap(synced, now, options.ids or None, dry_run=options.dry_run)
-        if options.dry_run:
-            report.changes.extend(Change(i, t.from_stage, t.to_stage, t.reason or "remapped") for i, t in moves)
-        else:
-            report.repaired.add(stats)
+        stats, _ = engine.remap(synced, now, options.ids or None)
+        report.repaired.add(stats)
         if not (options.full or options.since or options.ids or options.push):
             return report
     for page in _pages(engine, synced, options, now):
@@ -85,30 +82,10 @@ def resync(
         if progress is not None:
             progress(report.read)
         if options.push:
-            report.pushed += _push(engine, synced, page.records, now, options.dry_run, report.changes)
-        elif options.dry_run:
-            report.changes.extend(_preview(engine, synced, page.records))
+            report.pushed += _push(engine, synced, page.records, now, report.changes)
         else:
             report.repaired.add(engine.apply_page(synced, page, now, save_cursor=False))
     return report
-
-
-def _preview(engine: Engine, synced: SyncedObject, records: Sequence[RemoteRecord]) -> list[Change]:
-    with engine.store.transaction() as session:
-        stored = repo.load_records(session, synced.source, synced.name, [r.id for r in records])
-    changes = []
-    for remote in records:
-        write = decide_remote(stored.get(remote.id), remote, synced.mapping)
-        for transition in write.transitions if write else ():
-            changes.append(
-                Change(
-                    remote.id,
-                    transition.from_stage,
-                    transition.to_stage,
-                    transition.reason or f"CRM status {remote.status!r}",
-                )
-            )
-    return changes
 
 
 def _push(
@@ -116,7 +93,6 @@ def _push(
     synced: SyncedObject,
     records: Sequence[RemoteRecord],
     now: datetime,
-    dry_run: bool,
     changes: list[Change],
 ) -> int:
     """Queue our stage's status where the CRM holds another one (the CRM's value is recorded as read)."""
@@ -135,9 +111,8 @@ def _push(
                 Change(remote.id, record.state.stage, record.state.stage, f"push {want!r} over {remote.status!r}")
             )
             queued += 1
-            if not dry_run:
-                state = rules.written(record.state, remote.status or "")
-                writes.append(write_for(record, remote.id, rules.Decision(state, writeback=want), synced.mapping))
+            state = rules.written(record.state, remote.status or "")
+            writes.append(write_for(record, remote.id, rules.Decision(state, writeback=want), synced.mapping))
         if writes:
             repo.save_records(session, synced.source, synced.name, writes, now)
         return queued

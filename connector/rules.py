@@ -115,10 +115,49 @@ def on_status(state: RecordState, status: str, mapping: StageMapping, at: dateti
     return Decision(new, Transition(at, state.stage, target, Cause.EXTERNAL, status), cancel_writeback=True)
 
 
+# --- rule 4: the first sync is a baseline; rule 5: a stale read changes nothing -------------------
+def first_seen_at(
+    baseline: datetime,
+    created_at: datetime | None,
+    modified_at: datetime,
+    *,
+    enroll_existing: bool = False,
+    status_changed_at: datetime | None = None,
+) -> datetime:
+    """When the stage clock of a record the store has not seen before starts.
+
+    A record that existed at the object's baseline B enters its stage at B, so that nothing it did
+    before the connector arrived moves it; with `enroll_existing` its clock starts from the CRM's own
+    dates instead (when the status last changed, else when the record was last modified). A record
+    created after B starts at its creation, however late a pull sees it.
+    """
+    born = created_at or modified_at
+    if born > baseline:
+        return born
+    if enroll_existing:
+        return status_changed_at or modified_at
+    return baseline
+
+
+def is_stale(known: datetime | None, read: datetime) -> bool:
+    """A read older than what the store already knows of the record (a lagging index or replica).
+
+    The same stamp is not stale: Salesforce stamps to the second, so a person's edit in the same
+    second as our write must still count.
+    """
+    return known is not None and read < known
+
+
 # --- rule 2: activity and time events ------------------------------------------------------------
-def on_activity(state: RecordState, event: str, mapping: StageMapping, at: datetime) -> Decision:
+def on_activity(
+    state: RecordState, event: str, mapping: StageMapping, at: datetime, baseline: datetime | None = None
+) -> Decision:
+    """An activity event dated `at`. Activity dated before the object's `baseline` (rule 4) only
+    counts as activity: rules act on what happens from the first sync on, never on old history."""
     last = state.last_activity_at
     touched = replace(state, last_activity_at=at if last is None or at > last else last)
+    if baseline is not None and at < baseline:
+        return Decision(touched)
     trigger = _first_trigger(state, mapping, event)
     if trigger is None:
         return Decision(touched)

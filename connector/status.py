@@ -11,6 +11,31 @@ from connector.store import repo
 from connector.store.schema import SourceHealth
 
 
+def object_state(health: SourceHealth | None, now: datetime) -> tuple[str, list[dict[str, str]]]:
+    """ok | degraded | paused | failing, and the problems behind it, each in the CRM's own words.
+
+    Failing wins over paused, paused over degraded: the worst thing first.
+    """
+    if health is None:
+        return "ok", []
+    problems: list[dict[str, str]] = []
+    state = "ok"
+    if health.last_outcome == "failed" and health.last_error:
+        problems.append({"kind": "failing", "message": health.last_error})
+        state = "failing"
+    if health.paused_until is not None and health.paused_until > now:
+        problems.append({"kind": "paused", "message": f"{health.paused_reason or 'paused'}; resumes by itself after "
+                         f"{_iso(health.paused_until)}"})
+        state = "paused" if state == "ok" else state
+    if health.writeback_error:
+        problems.append({"kind": "writeback_paused", "message": health.writeback_error})
+        state = "paused" if state == "ok" else state
+    if health.activity_error:
+        problems.append({"kind": "activity", "message": f"activity cannot be read: {health.activity_error}"})
+        state = "degraded" if state == "ok" else state
+    return state, problems
+
+
 def status(engine: Engine, now: datetime) -> dict[str, Any]:
     objects = []
     with engine.store.transaction() as session:
@@ -23,10 +48,13 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
             by_stage = {name: counts.get(name, 0) for name in synced.mapping.stage_names}
             extra = {k: v for k, v in counts.items() if k not in by_stage}
             paused = health is not None and health.paused_until is not None and health.paused_until > now
+            state, problems = object_state(health, now)
             objects.append(
                 {
                     "source": synced.source,
                     "object": synced.name,
+                    "state": state,
+                    "problems": problems,
                     "cursor": {"modified_at": _iso(cursor_at), "id": cursor_id} if cursor_at else None,
                     "lag_seconds": round((now - cursor_at).total_seconds()) if cursor_at else None,
                     "records": sum(counts.values()),
@@ -54,14 +82,13 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
 def render_text(data: dict[str, Any]) -> str:
     lines = []
     for obj in data["objects"]:
-        state = "PAUSED" if obj["paused"] else (obj["last_outcome"] or "never run")
-        lines.append(f"{obj['source']} {obj['object']}: {state}; {obj['records']} records")
+        state = obj["state"] if obj["last_run"] else "never run"
+        lines.append(f"{obj['source']} {obj['object']}: {state.upper()}; {obj['records']} records")
+        lines.extend(f"  {problem['kind']}: {problem['message']}" for problem in obj["problems"])
         cursor = obj["cursor"]
         lag = f", lag {obj['lag_seconds']}s" if obj["lag_seconds"] is not None else ""
         lines.append(f"  cursor: {cursor['modified_at'] + ' / ' + cursor['id'] if cursor else 'none'}{lag}")
         lines.append(f"  last run: {obj['last_run'] or 'never'}")
-        if obj["paused"]:
-            lines.append(f"  paused until {obj['paused_until']}: {obj['paused_reason']}")
         stages = ", ".join(f"{name} {count}" for name, count in obj["by_stage"].items())
         lines.append(f"  by stage: {stages}" + (f", no stage {obj['unstaged']}" if obj["unstaged"] else ""))
         lines.append(f"  outbox: {obj['outbox_pending']} pending, {obj['outbox_dead']} dead")

@@ -28,6 +28,7 @@ from connector.store.schema import OutboxItem
 
 T = TypeVar("T")
 log = logging.getLogger("connector.writeback")
+PROBE = 10  # items sent to find out whether a configuration error has been fixed
 
 
 @dataclass
@@ -38,10 +39,14 @@ class DrainStats:
     conflicts: int = 0
     retried: int = 0
     skipped: int = 0  # converted or deleted records: never written
+    # The CRM refused the write for the configuration's sake (the status field unknown or read-only, no
+    # permission to update the object, a value its picklist lacks): the admin must act; items stay pending.
+    paused: str | None = None
 
     def add(self, other: DrainStats) -> None:
-        for name in self.__dataclass_fields__:
+        for name in ("claimed", "done", "dead", "conflicts", "retried", "skipped"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.paused = other.paused or self.paused
 
 
 @dataclass(frozen=True)
@@ -72,28 +77,42 @@ class Drain:
         self.rng = rng or random.Random()
 
     def run(
-        self, synced: SyncedObject, now: datetime, max_batches: int = 1000, stop: threading.Event | None = None
+        self,
+        synced: SyncedObject,
+        now: datetime,
+        max_batches: int = 1000,
+        stop: threading.Event | None = None,
+        *,
+        paused: bool = False,
     ) -> DrainStats:
-        """Drain everything due now; a whole-call failure stops the drain and propagates."""
+        """Drain everything due now; a whole-call failure stops the drain and propagates.
+
+        With `paused` (the last drain was refused for a configuration error) a small probe batch goes
+        first: once the admin has fixed the field or the permission, it succeeds and the rest follow.
+        """
         total = DrainStats()
+        size = PROBE if paused else self.batch
         for _ in range(max_batches):
-            stats = self._one_batch(synced, now)
+            stats = self._one_batch(synced, now, size)
             total.add(stats)
-            if stats.claimed < self.batch or (stop is not None and stop.is_set()):
+            if stats.paused is not None or stats.claimed < size or (stop is not None and stop.is_set()):
                 break
+            size = self.batch
         return total
 
-    def _one_batch(self, synced: SyncedObject, now: datetime) -> DrainStats:
+    def _one_batch(self, synced: SyncedObject, now: datetime, size: int) -> DrainStats:
         if self.store.dialect == "postgresql":
             # Claim, send and confirm under the row locks, so another daemon skips these items.
-            return self.store.run(lambda session: self._send(session, self._claim(session, synced, now), synced, now))
+            return self.store.run(
+                lambda session: self._send(session, self._claim(session, synced, now, size), synced, now)
+            )
         # SQLite has one daemon: claim in a short read, send outside any transaction, then confirm.
         with self.store.transaction() as session:
-            items = self._claim(session, synced, now)
+            items = self._claim(session, synced, now, size)
         return self._send(None, items, synced, now)
 
-    def _claim(self, session: Session, synced: SyncedObject, now: datetime) -> list[Claimed]:
-        rows: list[OutboxItem] = repo.claim_due(session, synced.source, synced.name, now, self.batch)
+    def _claim(self, session: Session, synced: SyncedObject, now: datetime, size: int) -> list[Claimed]:
+        rows: list[OutboxItem] = repo.claim_due(session, synced.source, synced.name, now, size)
         return [Claimed(r.id, r.version, r.record_id, r.external_id, r.status, r.owner, r.attempts) for r in rows]
 
     def _in(self, session: Session | None, work: Callable[[Session], T]) -> T:
@@ -125,10 +144,13 @@ class Drain:
             final = []
             for item in to_send:
                 remote = current.get(item.external_id)
-                recorded = stored[item.external_id].state.remote_status
+                record = stored[item.external_id]
+                recorded = record.state.remote_status
                 if remote is not None and not remote.deleted and remote.status == item.status != recorded:
                     landed.append(item)
-                elif remote is None or remote.deleted or remote.status != recorded:
+                elif remote is None or remote.deleted or (
+                    remote.status != recorded and not rules.is_stale(record.remote_modified_at, remote.modified_at)
+                ):
                     conflicts.append((item, remote))
                 else:
                     final.append(item)
@@ -149,7 +171,7 @@ class Drain:
             session,
             lambda tx: self._confirm(tx, synced, now, stored, skip, conflicts, final, outcomes, failure, stats, moved),
         )
-        if failure is not None and failure.action in (Action.PAUSE, Action.ADMIN):
+        if failure is not None and failure.action is Action.PAUSE:
             raise failure
         return stats
 
@@ -243,24 +265,42 @@ class Drain:
                     # The CRM holds ours after all: an ordinary confirmation.
                 state = rules.written(record.state, item.status)
                 write = write_for(record, item.external_id, rules.Decision(state), synced.mapping)
+                if outcome is not None and outcome.modified_at is not None:
+                    # The CRM's stamp of our write: a lagging search that still shows the old value is
+                    # older than this, so it is recognised as stale and not taken for a person's change.
+                    known = write.remote_modified_at
+                    write.remote_modified_at = max(outcome.modified_at, known) if known else outcome.modified_at
                 writes.append(write)
-            elif error.action is Action.RECORD or item.attempts + 1 >= self.settings.max_attempts:
-                repo.finish_item(session, item.id, item.version, "dead", now, error.describe())
-                log.warning(
-                    "%s %s %s: write-back of %r dead-lettered: %s",
-                    synced.source,
-                    synced.name,
-                    item.external_id,
-                    item.status,
-                    error.describe(),
-                )
-                stats.dead += 1
             else:
-                wait = retry_delay(item.attempts, self.rng)
-                if isinstance(error, SourcePaused) or error.retry_after:
-                    wait = max(wait, timedelta(seconds=error.retry_after or 0))
-                repo.retry_item(session, item.id, item.version, now + wait, error.describe(), now)
-                stats.retried += 1
+                self._failed(session, synced, item, error, now, stats)
         # One statement for the batch: an UPDATE per item was most of a drain's time.
         stats.done += repo.finish_items(session, confirmed, "done", now)
         repo.save_records(session, synced.source, synced.name, writes, now)
+
+    def _failed(
+        self, session: Session, synced: SyncedObject, item: Claimed, error: CrmError, now: datetime, stats: DrainStats
+    ) -> None:
+        """A write the CRM refused: wait for the admin, dead-letter it, or try again later."""
+        if error.action is Action.ADMIN:
+            # Not this record's fault: every record would fail alike. The item stays pending as it
+            # is (no attempt counted) and the object's write-back waits for the admin.
+            if stats.paused is None:
+                field = f"{synced.name}.{synced.settings.status_field}"
+                stats.paused = f"the CRM refused to write {field}: {error.describe()}"
+        elif error.action is Action.RECORD or item.attempts + 1 >= self.settings.max_attempts:
+            repo.finish_item(session, item.id, item.version, "dead", now, error.describe())
+            log.warning(
+                "%s %s %s: write-back of %r dead-lettered: %s",
+                synced.source,
+                synced.name,
+                item.external_id,
+                item.status,
+                error.describe(),
+            )
+            stats.dead += 1
+        else:
+            wait = retry_delay(item.attempts, self.rng)
+            if isinstance(error, SourcePaused) or error.retry_after:
+                wait = max(wait, timedelta(seconds=error.retry_after or 0))
+            repo.retry_item(session, item.id, item.version, now + wait, error.describe(), now)
+            stats.retried += 1

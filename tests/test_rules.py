@@ -837,3 +837,58 @@ def test_trigger_on_a_quarantined_record_is_held_back(
     assert decision.transition is not None and decision.transition.suppressed
     assert decision.transition.to_stage == target
     assert (decision.transition.reason or "").startswith("quarantined: the CRM status 'Recycled'")
+
+
+# --- rule 4: the first sync is a baseline; rule 5: a stale read changes nothing -------------------
+B = datetime(2026, 6, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("created", "modified", "enroll", "changed", "expected"),
+    [
+        pytest.param(B - 90 * DAY, B - 30 * DAY, False, None, B, id="existing-record-enters-at-baseline"),
+        pytest.param(None, B - 30 * DAY, False, None, B, id="no-create-date-modified-before-baseline"),
+        pytest.param(B, B, False, None, B, id="created-at-the-baseline-instant-existed"),
+        pytest.param(B + HOUR, B + 2 * HOUR, False, None, B + HOUR, id="created-after-baseline-starts-at-creation"),
+        pytest.param(B + HOUR, B + 2 * HOUR, True, B - DAY, B + HOUR, id="created-after-baseline-ignores-enroll"),
+        pytest.param(None, B + 2 * HOUR, False, None, B + 2 * HOUR, id="no-create-date-modified-after-baseline"),
+        pytest.param(B - 90 * DAY, B - 30 * DAY, True, None, B - 30 * DAY, id="enroll-without-history-modified"),
+        pytest.param(B - 90 * DAY, B - 30 * DAY, True, B - 60 * DAY, B - 60 * DAY, id="enroll-with-status-history"),
+        pytest.param(B - 90 * DAY, B + HOUR, False, None, B, id="existing-record-edited-since-baseline"),
+    ],
+)
+def test_first_seen_at(
+    created: datetime | None, modified: datetime, enroll: bool, changed: datetime | None, expected: datetime
+) -> None:
+    got = rules.first_seen_at(B, created, modified, enroll_existing=enroll, status_changed_at=changed)
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("known", "read", "stale"),
+    [
+        (None, B, False),  # nothing known yet
+        (B, B - timedelta(seconds=1), True),  # a lagging index shows an older version
+        (B, B, False),  # the same second: a person's edit beside our write still counts
+        (B, B + timedelta(seconds=1), False),
+    ],
+)
+def test_is_stale(known: datetime | None, read: datetime, stale: bool) -> None:
+    assert rules.is_stale(known, read) is stale
+
+
+def test_activity_before_the_baseline_only_counts_as_activity(mappings: dict[str, StageMapping]) -> None:
+    m = mappings["fwd"]
+    start = state("New", entered=B)
+    old = rules.on_activity(start, "email_replied", m, B - DAY, baseline=B)
+    assert old.state == replace(start, last_activity_at=B - DAY) and old.transition is None
+    assert old.writeback is None and not old.changed
+    # The same reply dated at or after the baseline moves the record as usual.
+    for at in (B, B + DAY):
+        moved = rules.on_activity(start, "email_replied", m, at, baseline=B)
+        assert moved.state.stage == "Working" and moved.writeback == "Contacted"
+    # Old activity still pushes the inactivity clock of a record that was idle.
+    idle = state("Working", entered=B - 30 * DAY)
+    touched = rules.on_activity(idle, "call_logged", m, B - DAY, baseline=B)
+    assert touched.state.inactive_since() == B - DAY

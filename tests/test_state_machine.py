@@ -205,11 +205,11 @@ class Model:
         self.pending = status if status != self.remote else None
         self.outbox_log.append(self.pending)
 
-    def activity_event(self, event: str, at: datetime) -> None:
+    def activity_event(self, event: str, at: datetime, baseline: datetime) -> None:
         if self.activity is None or at > self.activity:
             self.activity = at
-        if self.stage is None:
-            return
+        if self.stage is None or at < baseline:
+            return  # rule 4: activity from before the first sync only counts as activity
         for trig in TRIGGERS:
             if trig.on == event and trig.applies(self.stage):
                 self.trigger(trig, at)
@@ -335,6 +335,7 @@ class ConnectorMachine(RuleBasedStateMachine):
         self.crm = FakeCrm()
         self.drain = Drain(self.store, self.crm, self.config.model.writeback)  # type: ignore[arg-type]
         self.now = T0
+        self.baseline = T0
         self.model: dict[str, Model] = {}
         self.seen_events: set[tuple[str, str, datetime]] = set()
         self.seen_keys: set[str] = set()
@@ -347,6 +348,7 @@ class ConnectorMachine(RuleBasedStateMachine):
 
     @initialize(first=st.sampled_from(list(STAGE_OF) + UNMAPPED), second=st.sampled_from(list(STAGE_OF)))
     def first_pull(self, first: str, second: str) -> None:
+        self.baseline = self.now  # rule 4: the object's first sync fixes its baseline
         self.crm.records = {"r1": (first, self.now), "r2": (second, self.now)}
         for rid in IDS:
             self._pull(rid)
@@ -376,7 +378,7 @@ class ConnectorMachine(RuleBasedStateMachine):
         if (rid, event, at) in self.seen_events:
             return  # the same activity again: taken once
         self.seen_events.add((rid, event, at))
-        self.model[rid].activity_event(event, at)
+        self.model[rid].activity_event(event, at, self.baseline)
 
     @rule(
         events=st.lists(
@@ -398,7 +400,7 @@ class ConnectorMachine(RuleBasedStateMachine):
             if e.key in self.seen_keys:
                 continue
             self.seen_keys.add(e.key)
-            self.model[e.record_id].activity_event(e.type, e.at)
+            self.model[e.record_id].activity_event(e.type, e.at, self.baseline)
         if KNOWN_BATCH_KEEPS_A_CANCELLED_WRITEBACK:
             for rid, model in self.model.items():
                 actions = model.outbox_log[before[rid] :]

@@ -312,6 +312,12 @@ class HubSpot:
     def usage(self) -> ApiUsage:
         return self.pacer.usage()
 
+    def check_usage(self, obj: str) -> ApiUsage:
+        # A one-record list: its answer carries the X-HubSpot-RateLimit-Daily headers.
+        stream = self._stream(obj)
+        self._json(partial(self._objects.get_page, stream.name, limit=1, properties=[], _preload_content=False))
+        return self.pacer.usage()
+
     def close(self) -> None:
         self._transport.clear()
         for client in self._api_clients:

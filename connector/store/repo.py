@@ -34,6 +34,8 @@ class StoredRecord:
     deleted: bool = False
     converted: bool = False
     fields: dict[str, Any] | None = None
+    remote_modified_at: datetime | None = None  # the CRM's stamp of what the store knows (rule 5)
+    merged_into: str | None = None
 
 
 @dataclass
@@ -52,6 +54,7 @@ class RecordWrite:
     deleted: bool = False
     converted: bool = False
     remote_modified_at: datetime | None = None
+    merged_into: str | None = None
     # An owner to write back with the status (a stage's `owner` / `assign:`), not the owner read from the
     # CRM: echoing that one would undo a person's reassignment, which the status-only conflict check misses.
     assigned_owner: str | None = None
@@ -83,6 +86,8 @@ _RECORD_COLUMNS = (
     "deleted",
     "converted",
     "fields",
+    "remote_modified_at",
+    "merged_into",
 )
 
 
@@ -110,6 +115,8 @@ def stored_from_row(row: Sequence[Any]) -> StoredRecord:
         deleted,
         converted,
         fields,
+        remote_modified_at,
+        merged_into,
     ) = row
     state = RecordState(
         stage=stage,
@@ -120,7 +127,10 @@ def stored_from_row(row: Sequence[Any]) -> StoredRecord:
         quarantined=quarantined_status,
         inactive_decided_at=_utc(decided),
     )
-    return StoredRecord(id_, external_id, state, owner, bool(deleted), bool(converted), _json(fields))
+    return StoredRecord(
+        id_, external_id, state, owner, bool(deleted), bool(converted), _json(fields), _utc(remote_modified_at),
+        merged_into,
+    )
 
 
 def _by_ids(
@@ -156,17 +166,19 @@ class Brief:
     fields: dict[str, Any] | None
     deleted: bool
     converted: bool
+    remote_modified_at: datetime | None = None
 
 
 def load_briefs(
     session: Session, source: str, obj: str, external_ids: Sequence[str], *, with_fields: bool = True
 ) -> dict[str, Brief]:
     """Cheap to read: most reads of a page are our own state coming back, and this runs for every one."""
-    columns = ["external_id", "remote_status", "owner", "deleted", "converted"] + (["fields"] if with_fields else [])
+    columns = ["external_id", "remote_status", "owner", "deleted", "converted", "remote_modified_at"]
+    columns += ["fields"] if with_fields else []
     found: dict[str, Brief] = {}
     for row in _by_ids(session, columns, source, obj, external_ids):
-        fields = _json(row[5]) if with_fields else None
-        found[row[0]] = Brief(row[1], row[2], fields, bool(row[3]), bool(row[4]))
+        fields = _json(row[6]) if with_fields else None
+        found[row[0]] = Brief(row[1], row[2], fields, bool(row[3]), bool(row[4]), _utc(row[5]))
     return found
 
 
@@ -218,6 +230,7 @@ def _record_values(source: str, obj: str, write: RecordWrite, now: datetime) -> 
         "deleted": write.deleted,
         "converted": write.converted,
         "remote_modified_at": write.remote_modified_at,
+        "merged_into": write.merged_into,
         "updated_at": now,
     }
 
@@ -236,6 +249,7 @@ _UPDATABLE = (
     "deleted",
     "converted",
     "remote_modified_at",
+    "merged_into",
     "updated_at",
 )
 
@@ -261,7 +275,14 @@ def save_records(session: Session, source: str, obj: str, writes: Sequence[Recor
         ids = {row.external_id: row.id for row in rows}
         for write in new:
             write.record_id = ids[write.external_id]
-    cancel_writebacks(session, sorted(w.record_id for w in writes if w.cancel_writeback and w.record_id), now)
+    cancel_writebacks(
+        session, sorted(w.record_id for w in writes if w.cancel_writeback and w.record_id and not w.merged_into), now
+    )
+    for write in writes:
+        if write.cancel_writeback and write.record_id and write.merged_into:
+            # Merges are rare: the reason goes with the item, for `outbox` and `explain`.
+            reason = f"the record was merged into {write.merged_into} in the CRM; this write was not re-targeted"
+            cancel_writebacks(session, [write.record_id], now, reason)
     queue_writebacks(
         session,
         source,

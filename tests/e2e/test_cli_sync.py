@@ -29,22 +29,29 @@ def test_sync_once_pulls_every_object_and_reports_progress(crms: Crms) -> None:
 
 def test_resync_dry_run_shows_drift_and_changes_nothing_then_repairs_it(crms: Crms) -> None:
     sf, _, config = crms
-    leads = sf.seed("Lead", [{"LastName": f"L{i}", "Company": "x", "Status": "Open - Not Contacted"} for i in range(5)])
-    assert run_cli(config, "sync", "sfdc", "Lead", "--once")[0] == 0
-    # Drift the incremental pull cannot see: a change stamped an hour before the cursor (a transaction
-    # that committed late), beyond the lookback.
     clock = sf.clock
+    sf.clock = lambda: clock() - timedelta(hours=2)
+    leads = sf.seed("Lead", [{"LastName": f"L{i}", "Company": "x", "Status": "Open - Not Contacted"} for i in range(5)])
+    sf.clock = clock
+    sf.edit_as_person("Lead", leads[0], LastName="moved the cursor")
+    assert run_cli(config, "sync", "sfdc", "Lead", "--once")[0] == 0
+    # Drift the incremental pull cannot see: a change stamped an hour before the cursor, beyond the
+    # settle window (newer than what the store knows of that record, so not a stale read).
     sf.clock = lambda: clock() - timedelta(hours=1)
     sf.edit_as_person("Lead", leads[2], Status="Working - Contacted")
     sf.clock = clock
     assert "(0 moved" in run_cli(config, "sync", "sfdc", "Lead", "--once")[1]  # the pull does not see it
-    code, out = run_cli(config, "resync", "sfdc", "Lead", "--dry-run")
-    assert code == 0, out
-    assert f"{leads[2]}: New -> Working" in out and "would change 1" in out
+    code, preview = run_cli(config, "resync", "sfdc", "Lead", "--dry-run")
+    assert code == 0, preview
+    assert f"{leads[2]}: New -> Working" in preview and "would change 1" in preview
     assert stage_of(config, "sfdc", "Lead", leads[2]) == "New"  # nothing changed
     code, out = run_cli(config, "resync", "sfdc", "Lead", "--full")
     assert code == 0 and "repaired 1" in out
     assert stage_of(config, "sfdc", "Lead", leads[2]) == "Working"
+    # The dry run printed exactly what the real run then did.
+    assert [line for line in preview.splitlines() if line.startswith("  ")] == [
+        line for line in out.splitlines() if line.startswith("  ")
+    ]
 
 
 def test_resync_push_writes_our_stage_where_the_crm_differs(crms: Crms) -> None:

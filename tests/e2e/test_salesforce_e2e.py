@@ -511,3 +511,18 @@ def test_a_sandbox_without_a_client_can_still_be_stopped() -> None:
     # Guards the fixtures: a sandbox that was never called stops promptly and cleanly.
     with SalesforceSandbox() as sandbox:
         assert sandbox.url.startswith("https://127.0.0.1:")
+
+
+def test_a_paused_source_asks_the_crm_before_waiting_out_its_pause(open_world: OpenWorld) -> None:
+    world = open_world(daily_limit=1_000, api_budget="50%")
+    world.seed_leads(3)
+    world.sandbox.set_api_usage(600)
+    assert world.cycle().paused is not None
+    world.sandbox.set_api_usage(0)  # the org's day rolled over well before our hour is up
+    world.sandbox.server.reset_calls()
+    assert world.cycle(seconds=30).paused is not None  # within the recheck interval: no call at all
+    assert world.sandbox.server.calls() == []
+    outcome = world.cycle(seconds=180)
+    assert outcome.paused is None and outcome.pulled.records == 3
+    assert next(c.path for c in world.sandbox.server.calls()).endswith("/limits/")  # one cheap look first
+    assert status_json(world)["paused"] is False
