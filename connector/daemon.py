@@ -83,8 +83,15 @@ class Daemon:
         except retry.Stopped:
             log.info("%s %s: the %s job stopped while waiting on the CRM", synced.source, synced.name, job)
             return
-        except Exception:  # a bug must be reported, never silently end the job for good
-            log.exception("%s %s: the %s job failed", synced.source, synced.name, job)
+        except Exception as exc:  # a bug must be reported, never silently end the job for good
+            if isinstance(exc, DBAPIError) and connection_lost(exc):
+                # Lost twice in a row: the database is down, not a bug; the schedule tries again.
+                log.error(
+                    "%s %s: the %s job could not reach the database (%s); it runs again on its next schedule",
+                    synced.source, synced.name, job, first_line(exc),
+                )
+            else:
+                log.exception("%s %s: the %s job failed", synced.source, synced.name, job)
             self.metrics.failures.labels(synced.source, synced.name, job).inc()
             return
         finally:
