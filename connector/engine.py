@@ -63,6 +63,8 @@ class EventStats:
 
 
 def _count(stats: PageStats, write: repo.RecordWrite) -> None:
+    if write.stamp_only:
+        return
     stats.changed += 1
     for transition in write.transitions:
         if transition.suppressed:

@@ -55,6 +55,7 @@ class RecordWrite:
     converted: bool = False
     remote_modified_at: datetime | None = None
     merged_into: str | None = None
+    stamp_only: bool = False  # only the CRM's modified stamp is new (our own write read back): not a change
     # An owner to write back with the status (a stage's `owner` / `assign:`), not the owner read from the
     # CRM: echoing that one would undo a person's reassignment, which the status-only conflict check misses.
     assigned_owner: str | None = None
