@@ -98,7 +98,7 @@ def test_sigterm_mid_write_back_while_every_call_fails_leaves_the_outbox_pending
 def test_a_lost_database_connection_is_one_warning_and_nothing_lost(
     tmp_path: Path, pg_url: str, children: Procs, opened: Opened
 ) -> None:
-    """pg_terminate_backend on every daemon connection, over and over while it works."""
+    """pg_terminate_backend on the connection holding an object's lock, three times, mid-job."""
     why = explain_failure(children)
     sf = opened.salesforce(seed=14)
     leads = list(seed_leads(sf, 50, mixed=False))
@@ -107,15 +107,21 @@ def test_a_lost_database_connection_is_one_warning_and_nothing_lost(
     store = opened.reader(pg_url)
     daemon = children.start("daemon", "run", "--config", str(config))
     wait_for(lambda: len(store.records("sfdc", "Lead")) == 50, 90, "the first pull")
-    kill = (
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND application_name = 'daemon-under-test'"
+    # Kill the connection that holds the object's advisory lock, i.e. in the middle of a job: the
+    # pull is slowed down by CRM latency so that there is always one to catch.
+    sf.server.latency = 0.2
+    holder = (
+        "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database() "
+        "AND a.application_name = 'daemon-under-test'"
     )
     for lead in leads[:10]:
         reply_to_lead(sf, lead)
-    for _ in range(5):
-        store.rows(kill)
-        time.sleep(1.5)
+    for _ in range(3):
+        pid = wait_for(lambda: store.scalar(holder), 30, "a job holding its object lock")
+        store.rows("SELECT pg_terminate_backend(:pid)", pid=pid)
+        time.sleep(2.5)  # the job's rerun finishes before the next kill
+    sf.server.latency = 0.0
     wait_for(
         lambda: all(store.records("sfdc", "Lead")[lead][0] == "Working" for lead in leads[:10]), 60, "the replies"
     )
