@@ -51,7 +51,9 @@ class Jobs:
         self.engine = engine
         self.stop = stop or threading.Event()
 
-    def _guarded(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome, work: Callable[[], T]) -> T | None:
+    def _guarded(
+        self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome, work: Callable[[], T], job: str = "pull"
+    ) -> T | None:
         paused = self.paused_until(synced, now)
         if paused is not None and not self._usage_back(synced, now):
             outcome.paused = f"paused until {paused.isoformat()}, or until the CRM's usage is back under the budget"
@@ -72,9 +74,9 @@ class Jobs:
                 else ""
             )
             log.error("%s %s failed: %s%s", synced.source, synced.name, exc.describe(), hint)
-            self._record(synced, now, "failed", exc.describe() + hint)
+            self._record(synced, now, "failed", exc.describe() + hint, job=job)
             return None
-        self._record(synced, now, "ok", None)
+        self._record(synced, now, "ok", None, job=job)
         return result
 
     def _usage_back(self, synced: SyncedObject, now: datetime) -> bool:
@@ -103,7 +105,13 @@ class Jobs:
         return until if until is not None and until > now else None
 
     def _record(
-        self, synced: SyncedObject, now: datetime, outcome: str, error: str | None, paused_until: datetime | None = None
+        self,
+        synced: SyncedObject,
+        now: datetime,
+        outcome: str,
+        error: str | None,
+        paused_until: datetime | None = None,
+        job: str = "pull",
     ) -> None:
         source = self.engine.sources.get(synced.source)
         usage = source.usage() if source is not None else None
@@ -111,6 +119,11 @@ class Jobs:
         def work(session: Session) -> None:
             health = repo.health(session, synced.source, synced.name)
             health.last_run_at = now
+            if usage is not None and usage.used is not None:
+                health.api_used, health.api_limit = usage.used, usage.limit
+            if outcome == "ok" and health.last_outcome == "failed" and health.failed_job not in (None, job):
+                return  # the write-back going well says nothing of a pull that fails, nor the reverse
+            health.failed_job = job if outcome == "failed" else None
             health.last_outcome = outcome
             if error is not None:
                 health.last_error, health.last_error_at = error, now
@@ -119,8 +132,6 @@ class Jobs:
                 health.consecutive_failures = 0
             health.paused_until = paused_until
             health.paused_reason = error if paused_until else None
-            if usage is not None and usage.used is not None:
-                health.api_used, health.api_limit = usage.used, usage.limit
 
         self.engine.store.run(work)
 
@@ -200,7 +211,7 @@ class Jobs:
         def work() -> DrainStats:
             return Drain(self.engine.store, source, settings).run(synced, now, stop=self.stop, paused=bool(waiting))
 
-        result = self._guarded(synced, now, outcome, work)
+        result = self._guarded(synced, now, outcome, work, job="writeback")
         if result is None:
             return
         outcome.drained = result

@@ -17,16 +17,8 @@ from connector.store import repo
 from connector.store.db import Store
 from connector.store.schema import OutboxItem, TransitionRow
 from connector.writeback import Drain
-from tests.support import offline_config
+from tests.support import SMALL_MAPPING, offline_config
 
-MAPPING = """\
-stages:
-  - {name: New, category: in_progress}
-  - {name: Working, category: in_progress}
-statuses: {Open: New, Contacted: Working}
-triggers:
-  - {name: replied, on: email_replied, from: [New], to: Working}
-"""
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
@@ -55,7 +47,7 @@ def counts(store: Store) -> tuple[int, int]:
 
 
 def test_a_dry_run_sees_its_own_work_and_leaves_nothing_behind(store: Store, tmp_path: Path) -> None:
-    config = load_config(offline_config(tmp_path, MAPPING), environ={})
+    config = load_config(offline_config(tmp_path, SMALL_MAPPING), environ={})
     synced = config.object("crm", "Lead")
     crm = Crm()
     crm.records = {"a": "Open", "b": "Open"}

@@ -404,8 +404,8 @@ class HubSpotSandbox:
         ]
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> None:
-        self.server.start()
+    def start(self, port: int = 0) -> None:
+        self.server.start(port)
 
     def stop(self) -> None:
         self.server.stop()

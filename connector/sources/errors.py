@@ -12,9 +12,6 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-import requests
-import urllib3.exceptions
-
 
 class Action(StrEnum):
     RETRY = "retry"  # transient: try again with backoff
@@ -164,6 +161,7 @@ def _salesforce_body(content: Any) -> tuple[str | None, str]:
 
 def from_salesforce(exc: BaseException) -> CrmError:
     """Translate what simple-salesforce or requests raised."""
+    import requests  # here, not at the top: the store-only commands import this module, not the clients
     from simple_salesforce.exceptions import SalesforceError
 
     if isinstance(exc, CrmError):
@@ -215,6 +213,8 @@ def hubspot_error(status: int | None, body: Any, headers: Mapping[str, str] | No
 
 def from_hubspot(exc: BaseException) -> CrmError:
     """Translate what hubspot-api-client or urllib3 raised."""
+    import urllib3.exceptions
+
     if isinstance(exc, CrmError):
         return exc
     status = getattr(exc, "status", None)

@@ -550,3 +550,109 @@ def quarantined(session: Session, source: str, obj: str, limit: int = 20) -> tup
     count = session.execute(select(func.count()).where(where)).scalar_one()
     rows = session.execute(select(table.c.external_id, table.c.quarantined).where(where).limit(limit))
     return int(count), [(r.external_id, r.quarantined) for r in rows]
+
+
+# --- the admin's view of the outbox (`connector outbox`) ------------------------------------------
+OUTBOX_LISTED = ("pending", "dead")  # what waits or failed; done and cancelled items are history
+
+
+def outbox_items(
+    session: Session,
+    source: str | None = None,
+    obj: str | None = None,
+    states: Sequence[str] = OUTBOX_LISTED,
+    limit: int | None = None,
+) -> list[OutboxItem]:
+    """Outbox items in the given states, oldest first, optionally for one source or object."""
+    stmt = select(OutboxItem).where(OutboxItem.state.in_(list(states)))
+    if source is not None:
+        stmt = stmt.where(OutboxItem.source == source)
+    if obj is not None:
+        stmt = stmt.where(OutboxItem.object == obj)
+    stmt = stmt.order_by(OutboxItem.created_at, OutboxItem.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def count_outbox_items(
+    session: Session, source: str | None = None, obj: str | None = None, states: Sequence[str] = OUTBOX_LISTED
+) -> int:
+    table = OUTBOX
+    stmt = select(func.count()).select_from(table).where(table.c.state.in_(list(states)))
+    if source is not None:
+        stmt = stmt.where(table.c.source == source)
+    if obj is not None:
+        stmt = stmt.where(table.c.object == obj)
+    return int(session.execute(stmt).scalar_one())
+
+
+def latest_outbox_states(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, str]:
+    """external id -> state of its newest outbox item, for ids that have one."""
+    table = OUTBOX
+    found: dict[str, str] = {}
+    for chunk in _chunks(list(external_ids)):
+        rows = session.execute(
+            select(table.c.external_id, table.c.state)
+            .where(table.c.source == source, table.c.object == obj, table.c.external_id.in_(chunk))
+            .order_by(table.c.id)
+        )
+        found.update({row.external_id: row.state for row in rows})
+    return found
+
+
+@dataclass
+class RetryResult:
+    """What `requeue_dead` did: ids sent again, ids whose dead write was superseded by a pending one."""
+
+    requeued: list[str] = field(default_factory=list)
+    superseded: list[tuple[str, str]] = field(default_factory=list)  # (external id, the pending status)
+
+
+def requeue_dead(
+    session: Session, source: str, obj: str, external_ids: Sequence[str] | None, now: datetime
+) -> RetryResult:
+    """Make dead letters pending again, attempts reset, due now: all of the object's, or those ids'.
+
+    Per record only the newest dead item goes out again (an older status would undo a newer one); the
+    older ones are cancelled. A record that already has a pending write keeps it: its dead item is
+    cancelled as superseded, since the unique pending index allows one pending item per record.
+    """
+    table = OUTBOX
+    stmt = select(table.c.id, table.c.record_id, table.c.external_id).where(
+        table.c.source == source, table.c.object == obj, table.c.state == "dead"
+    )
+    dead: list[Any] = []
+    if external_ids is None:
+        dead = list(session.execute(stmt.order_by(table.c.id)))
+    else:
+        for chunk in _chunks(list(external_ids)):
+            dead.extend(session.execute(stmt.where(table.c.external_id.in_(chunk))))
+        dead.sort(key=lambda row: row.id)
+    newest = {row.record_id: row for row in dead}
+    pending = pending_writebacks(session, list(newest))
+    result = RetryResult()
+    requeue: list[int] = []
+    for record_id, row in newest.items():
+        if record_id in pending:
+            result.superseded.append((row.external_id, pending[record_id][2]))
+        else:
+            requeue.append(row.id)
+            result.requeued.append(row.external_id)
+    cancel = [row.id for row in dead if row.id not in set(requeue)]
+    for chunk in _chunks(cancel):
+        session.execute(
+            update(table)
+            .where(table.c.id.in_(chunk), table.c.state == "dead")
+            .values(state="cancelled", updated_at=now, last_error="superseded: a newer write-back replaced it")
+        )
+    for chunk in _chunks(requeue):
+        session.execute(
+            update(table)
+            .where(table.c.id.in_(chunk), table.c.state == "dead")
+            .values(
+                state="pending", attempts=0, next_attempt_at=now, last_error=None,
+                version=table.c.version + 1, updated_at=now,
+            )
+        )
+    return result
