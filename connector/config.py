@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -18,6 +19,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -43,11 +45,31 @@ class TokenAuth(_Model):
     instance_url: StrictStr | None = None
 
 
+# Salesforce's generic login servers; the client-credentials flow is refused there.
+GENERIC_LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
 class ClientCredentialsAuth(_Model):
     method: Literal["client_credentials"]
-    login_url: StrictStr = "https://login.salesforce.com"
+    # None: the source's instance_url, which is the org's My Domain.
+    login_url: StrictStr | None = None
     client_id: StrictStr
     client_secret: SecretStr
+
+    @field_validator("login_url")
+    @classmethod
+    def _my_domain(cls, value: str | None) -> str | None:
+        if value is not None and _host(value) in GENERIC_LOGIN_HOSTS:
+            raise ValueError(
+                f"Salesforce refuses the client_credentials flow on {_host(value)}: use the org's My Domain "
+                "login URL, e.g. https://acme.my.salesforce.com (a sandbox org: "
+                "https://acme--uat.sandbox.my.salesforce.com)"
+            )
+        return value
 
 
 class JwtAuth(_Model):
@@ -56,6 +78,17 @@ class JwtAuth(_Model):
     client_id: StrictStr
     username: StrictStr
     private_key_file: Path
+    # The assertion's `aud`; None: https://login.salesforce.com, or https://test.salesforce.com when
+    # login_url is test.salesforce.com or a sandbox org's My Domain, whatever URL the token is asked of.
+    audience: StrictStr | None = None
+
+    @property
+    def aud(self) -> str:
+        if self.audience is not None:
+            return self.audience.rstrip("/")
+        host = _host(self.login_url)
+        sandbox_org = host == "test.salesforce.com" or host.endswith(".sandbox.my.salesforce.com")
+        return "https://test.salesforce.com" if sandbox_org else "https://login.salesforce.com"
 
 
 class PasswordAuth(_Model):
@@ -129,6 +162,28 @@ class SalesforceSource(_SourceBase):
     def _version_as_text(cls, value: Any) -> Any:
         # `api_version: 62.0` unquoted is a float in YAML; accept it as the text the user meant.
         return f"{value:.1f}" if isinstance(value, float) else value
+
+    @field_validator("auth")
+    @classmethod
+    def _client_credentials_url(cls, auth: Any, info: ValidationInfo) -> Any:
+        instance_url = info.data.get("instance_url")
+        if isinstance(auth, ClientCredentialsAuth) and auth.login_url is None:
+            if instance_url is None:
+                raise ValueError(
+                    "auth method client_credentials needs the org's My Domain as login_url (or as the "
+                    "source's instance_url), e.g. https://acme.my.salesforce.com"
+                )
+            if _host(instance_url) in GENERIC_LOGIN_HOSTS:
+                raise ValueError(
+                    "auth method client_credentials is refused on login.salesforce.com and test.salesforce.com: "
+                    "set instance_url or auth.login_url to the org's My Domain, e.g. https://acme.my.salesforce.com"
+                )
+        return auth
+
+    @property
+    def login_url(self) -> str | None:
+        """Where tokens are asked for: the auth's login_url, else (client credentials) the My Domain."""
+        return getattr(self.auth, "login_url", None) or self.instance_url
 
 
 class HubSpotSource(_SourceBase):

@@ -28,6 +28,7 @@ from connector.record_writes import (
 )
 from connector.rules import Decision, SetBy, Transition
 from connector.sources.base import Cursor, Page, RemoteEvent, RemoteRecord, Source
+from connector.sources.prefetch import read_ahead
 from connector.store import repo
 from connector.store.db import Store
 from connector.yamlfile import suggest
@@ -232,12 +233,14 @@ class Engine:
         """
         source = self.sources[synced.source]
         total = PageStats()
-        for page in source.pull(synced.name, self.cursor(synced), until=self.until(now)):
-            total.add(self.apply_page(synced, page, now))
-            if progress:
-                progress(total)
-            if stop is not None and stop.is_set():
-                break
+        # The next page is fetched while this one is decided and committed (see `read_ahead`).
+        with read_ahead(source.pull(synced.name, self.cursor(synced), until=self.until(now))) as pages:
+            for page in pages:
+                total.add(self.apply_page(synced, page, now))
+                if progress:
+                    progress(total)
+                if stop is not None and stop.is_set():
+                    break
         self._note_pulled(synced, total.records, now)
         return total
 

@@ -126,7 +126,7 @@ def record_link(config: Config, synced: SyncedObject, external_id: str) -> str:
     base = source.instance_url or (auth.instance_url if isinstance(auth, TokenAuth) else None)
     if base:
         return f"{base.rstrip('/')}/{external_id}"
-    login = "https://login.salesforce.com" if isinstance(auth, TokenAuth) else auth.login_url
+    login = (None if isinstance(auth, TokenAuth) else auth.login_url) or "https://login.salesforce.com"
     return f"{login.rstrip('/')}/?startURL=%2F{external_id}"
 
 

@@ -1,4 +1,13 @@
-"""A Salesforce sandbox with a config.yaml pointing at it, and the real engine, store and source over it."""
+"""A Salesforce sandbox with a config.yaml pointing at it, and the real engine, store and source over it.
+
+For engine tests of the first sync over an org with a past (DESIGN rule 4), `World.seed_months(obj, n)`
+fills the sandbox with `n` records created over the last months, their status changes as field
+history (tracking on), and Tasks / Events dated in the past; it returns what it made
+(`connector.sandbox.salesforce_history.History`: per record its created, modified and last status
+change dates, and its activity dates), so a test can check that the first sync moves and writes
+nothing, and that `enroll_existing` starts each clock from the status's last change.
+`World.late_edit(...)` makes a person's edit that commits `seconds` late (a long transaction).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +23,7 @@ from connector.config import Config, SalesforceSource, SyncedObject, load_config
 from connector.cycle import Jobs, ObjectOutcome
 from connector.engine import Engine
 from connector.sandbox.salesforce import SalesforceSandbox
+from connector.sandbox.salesforce_history import History, seed_history
 from connector.sources.salesforce import Salesforce
 from connector.store.db import Store, open_store
 from connector.writeback import Drain, DrainStats
@@ -133,6 +143,7 @@ class World:
         assert isinstance(settings, SalesforceSource)
         source = Salesforce(SOURCE, settings, sleep=sleeps.append)
         engine = Engine(loaded, store, {SOURCE: source})
+        engine.clock = clock  # the wall clock a pull reads up to is the test's, as the sandbox's is
         return cls(sandbox, path, loaded, store, source, engine, clock, sleeps)
 
     def close(self) -> None:
@@ -153,6 +164,15 @@ class World:
 
     def seed_leads(self, n: int, **fields: Any) -> list[str]:
         return self.sandbox.seed("Lead", leads(n, **fields), modstamp=self.clock.now)
+
+    def seed_months(self, obj: str = "Lead", count: int = 50, **options: Any) -> History:
+        """`count` records with months of past life before now (see the module docstring)."""
+        return seed_history(self.sandbox, obj, count, now=self.clock.now, **options)
+
+    def late_edit(self, seconds: float, obj: str, record_id: str, **fields: Any) -> None:
+        """A person's edit stamped now that the API sees only `seconds` later, behind newer records."""
+        with self.sandbox.long_transaction(seconds):
+            self.sandbox.edit_as_person(obj, record_id, **fields)
 
 
 def leads(n: int, **fields: Any) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ sources:
     api_version: "62.0"
     auth:                                # method: token | client_credentials | jwt | password
       method: client_credentials
-      login_url: https://login.salesforce.com
+      login_url: https://acme.my.salesforce.com
       client_id: ${SF_CLIENT_ID}
       client_secret: ${SF_CLIENT_SECRET}
     ca_bundle: null                      # a PEM file to trust (corporate proxy, a sandbox)
@@ -377,6 +377,8 @@ writeback: {enabled: yes please}
         load_config(path, ENV)
     assert [str(p) for p in caught.value.problems] == [
         f"{path}:5: sources.sfdc.api_budjet: unknown key 'api_budjet' (did you mean 'api_budget'?)",
+        f"{path}:6: sources.sfdc.auth: auth method client_credentials needs the org's My Domain as login_url (or as "
+        "the source's instance_url), e.g. https://acme.my.salesforce.com",
         f"{path}:9: sources.sfdc.auth.client_secret: environment variable NOT_SET_ANYWHERE is not set",
         f"{path}:12: schedule.sync_every: bad duration '10 days': {DURATION_HINT}",
         f"{path}:12: schedule.timers_every: bad duration '0d': must be more than zero",
@@ -412,7 +414,7 @@ def test_design_example_loads(design_config: Config) -> None:
     assert sfdc.ca_bundle is None
     assert sfdc.api_budget == 0.5
     assert isinstance(sfdc.auth, ClientCredentialsAuth)
-    assert sfdc.auth.login_url == "https://login.salesforce.com"
+    assert sfdc.auth.login_url == "https://acme.my.salesforce.com"
     assert sfdc.auth.client_id == ENV["SF_CLIENT_ID"]
     assert sfdc.auth.client_secret.get_secret_value() == ENV["SF_CLIENT_SECRET"]
 

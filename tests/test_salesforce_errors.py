@@ -16,11 +16,11 @@ import responses
 from connector.config import SalesforceSource
 from connector.errors import ConfigError
 from connector.sources.base import Cursor, StatusWrite
-from connector.sources.errors import Action, CrmError, SourcePaused
+from connector.sources.errors import Action, CrmError, SourcePaused, salesforce_error
 from connector.sources.salesforce import Salesforce
-from connector.sources.salesforce_activity import event_of, parse_rules
+from connector.sources.salesforce_activity import event_of, occurred_at, parse_rules
 from connector.sources.salesforce_http import ApiMeter, CrmSession
-from connector.sources.salesforce_soql import Window, id_chunks, quote
+from connector.sources.salesforce_soql import Window, id_chunks, later, quote
 
 INSTANCE = "https://acme.my.salesforce.com"
 LOGIN = "https://login.example.com/services/oauth2/token"
@@ -194,7 +194,7 @@ def _results(*codes: str | None) -> list[dict[str, Any]]:
 
 def test_each_write_gets_its_own_outcome(http: responses.RequestsMock, sleeps: list[float]) -> None:
     token(http)
-    http.patch(COLLECTION, json=_results(None, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "UNABLE_TO_LOCK_ROW",
+    http.patch(COLLECTION, json=_results(None, "FIELD_CUSTOM_VALIDATION_EXCEPTION", "UNABLE_TO_LOCK_ROW",
                                          "CANNOT_UPDATE_CONVERTED_LEAD"))
     writes = [StatusWrite(f"00Q{n:012d}AAA", "Working - Contacted") for n in range(4)]
     salesforce = source(sleeps)
@@ -288,16 +288,66 @@ def test_soql_literals_are_escaped() -> None:
 
 def test_the_keyset_window() -> None:
     until = datetime(2025, 3, 3, 9, 0, 0, 700_000, tzinfo=UTC)
-    assert Window(Cursor(), until).where() == "SystemModstamp <= 2025-03-03T09:00:00Z"
+    settle = timedelta(seconds=10)
+    assert Window(Cursor(), until, settle).where() == "SystemModstamp <= 2025-03-03T09:00:00Z"
+    # A cursor older than the settle window: the exact keyset alone, no lookback.
     at = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
-    assert Window(Cursor(at, "00QX'"), until, timedelta(seconds=5)).where() == (
-        "(SystemModstamp > 2025-03-03T07:59:55Z OR (SystemModstamp = 2025-03-03T07:59:55Z AND Id > '00QX\\'')) "
+    assert Window(Cursor(at, "00QX'"), until, settle).where() == (
+        "(SystemModstamp > 2025-03-03T08:00:00Z OR (SystemModstamp = 2025-03-03T08:00:00Z AND Id > '00QX\\'')) "
         "AND SystemModstamp <= 2025-03-03T09:00:00Z")
+    # A cursor inside it: the last `settle` before `until` is read again, whatever the cursor.
+    recent = datetime(2025, 3, 3, 8, 59, 55, tzinfo=UTC)
+    assert Window(Cursor(recent, "00Q5"), until, settle).where() == (
+        "(SystemModstamp > 2025-03-03T08:59:55Z OR (SystemModstamp = 2025-03-03T08:59:55Z AND Id > '00Q5') "
+        "OR SystemModstamp >= 2025-03-03T08:59:50Z) AND SystemModstamp <= 2025-03-03T09:00:00Z")
     assert Window(Cursor(at, ""), until).where() == (
-        "SystemModstamp >= 2025-03-03T08:00:00Z AND SystemModstamp <= 2025-03-03T09:00:00Z")
-    window = Window(Cursor(at, "00Q5"), until, timedelta(seconds=5))
-    assert window.advanced(Cursor(at - timedelta(seconds=2), "00Q9")) == Cursor(at, "00Q5")  # never backwards
-    assert window.advanced(Cursor(at, "00Q6")) == Cursor(at, "00Q6")
+        "(SystemModstamp >= 2025-03-03T08:00:00Z) AND SystemModstamp <= 2025-03-03T09:00:00Z")
+    mine = Cursor(at, "00Q5")
+    assert later(mine, Cursor(at - timedelta(seconds=2), "00Q9")) == mine  # a settle re-read never moves it back
+    assert later(mine, Cursor(at, "00Q6")) == Cursor(at, "00Q6")
+    assert later(Cursor(), mine) == mine
+
+
+def test_configuration_faults_on_write_are_for_the_admin() -> None:
+    """A field that is unknown or read-only, no edit permission, a picklist value missing: every record
+    would fail alike, so the drain pauses the object instead of dead-lettering them one by one."""
+    for code in ("INVALID_FIELD_FOR_INSERT_UPDATE", "INSUFFICIENT_ACCESS_OR_READONLY", "INVALID_FIELD",
+                 "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"):
+        assert salesforce_error(code, "no", record_id="00Q000000000001AAA").action is Action.ADMIN, code
+    for code in ("INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY", "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                 "ENTITY_IS_DELETED", "SOMETHING_NEW"):
+        assert salesforce_error(code, "no", record_id="00Q000000000001AAA").action is Action.RECORD, code
+
+
+def test_a_body_that_is_not_json_is_retried_then_reported_escaped(
+    http: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    token(http)
+    page_html = "<html><body>Down for maintenance\n" + "x" * 400 + "</body></html>"
+    for _ in range(3):
+        http.get(QUERY, body=page_html, status=200, content_type="text/html")
+    with pytest.raises(CrmError) as raised:
+        pull(source(sleeps, max_retries=2))
+    error = raised.value
+    assert error.action is Action.RETRY and len(sleeps) == 2
+    assert error.message.startswith('Salesforce answered with a body that is not JSON: "<html><body>Down for')
+    assert "maintenance\\n" in error.message and "\n" not in error.message  # escaped: one line
+    assert len(error.message) < 300
+
+
+def test_an_activity_is_dated_by_when_it_happened_never_after_it_was_logged() -> None:
+    logged = "2025-03-10T15:00:00.000+0000"
+    row = {"CreatedDate": logged, "SystemModstamp": logged}
+    at = datetime(2025, 3, 10, 15, tzinfo=UTC)
+    assert occurred_at(row) == at
+    assert occurred_at({**row, "ActivityDate": "2025-02-01"}) == datetime(2025, 2, 1, 23, 59, 59, tzinfo=UTC)
+    assert occurred_at({**row, "ActivityDate": "2025-03-10"}) == at  # today's: this afternoon, not midnight
+    assert occurred_at({**row, "ActivityDate": "2025-03-17"}) == at  # due next week: logged today
+    dated = ("ActivityDateTime", "ActivityDate")
+    meeting = {**row, "ActivityDateTime": "2025-03-09T10:00:00.000+0000", "ActivityDate": "2025-03-09"}
+    assert occurred_at(meeting, dated) == datetime(2025, 3, 9, 10, tzinfo=UTC)
+    booked = {**row, "ActivityDateTime": "2025-03-20T10:00:00.000+0000"}
+    assert occurred_at(booked, dated) == at  # booked today for later: booked today
 
 
 def test_ids_are_chunked_and_checked() -> None:

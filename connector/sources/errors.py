@@ -66,10 +66,15 @@ SALESFORCE_CODES: Mapping[str, Action] = {
     "REQUEST_RUNNING_TOO_LONG": Action.RETRY,
     "QUERY_TIMEOUT": Action.RETRY,
     "ALL_OR_NONE_OPERATION_ROLLED_BACK": Action.RETRY,
-    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST": Action.RECORD,
+    # The configuration's fault, not the record's: the status value is missing from a restricted
+    # picklist, the field is unknown or read-only for our user, or we may not edit the object. Every
+    # record would fail alike, so write-back pauses for the admin instead of dead-lettering them all.
+    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST": Action.ADMIN,
     "CANNOT_UPDATE_CONVERTED_LEAD": Action.RECORD,
     "ENTITY_IS_DELETED": Action.RECORD,
     "INVALID_CROSS_REFERENCE_KEY": Action.RECORD,
+    # An owner or lookup on this record points at something our user cannot see: this record's data.
+    "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY": Action.RECORD,
     "MALFORMED_ID": Action.RECORD,
     "DUPLICATE_VALUE": Action.RECORD,
     "STRING_TOO_LONG": Action.RECORD,
@@ -107,6 +112,41 @@ HUBSPOT_CATEGORIES: Mapping[str, Action] = {
     "CONFLICT": Action.RETRY,
     "INTERNAL_ERROR": Action.RETRY,
 }
+
+
+# HubSpot's per-property refusals in a 400 "Property values were not valid: [...]" that are the
+# configuration's fault when they name the status property: it does not exist, or it is read-only.
+HUBSPOT_CONFIG_REFUSALS = frozenset({"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"})
+_INVALID_VALUES = "Property values were not valid: "
+_NOT_AN_OPTION = "was not one of the allowed options"
+
+
+def hubspot_invalid_properties(message: str) -> list[dict[str, Any]]:
+    """The entries of HubSpot's "Property values were not valid: [...]" message; [] for any other."""
+    at = message.find(_INVALID_VALUES)
+    if at < 0:
+        return []
+    try:
+        entries = json.loads(message[at + len(_INVALID_VALUES) :])
+    except ValueError:
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def hubspot_write_error(error: CrmError, status_field: str) -> CrmError:
+    """A refused batch update, as the admin's problem when it is the configuration's: the status
+    property unknown or read-only, or a value its options lack (refused whatever the record). Other
+    refusals stay as they were (a record's own problem, or a transient one)."""
+    if error.action is not Action.RECORD:
+        return error
+    for entry in hubspot_invalid_properties(error.message):
+        if entry.get("name") != status_field:
+            continue
+        code, words = str(entry.get("error") or ""), str(entry.get("message") or "")
+        if code in HUBSPOT_CONFIG_REFUSALS or (code == "INVALID_OPTION" and _NOT_AN_OPTION in words):
+            message = f"HubSpot refuses writes to {status_field}: {words}"
+            return CrmError(Action.ADMIN, message, code=code, status=error.status)
+    return error
 
 
 def action_for_status(status: int | None) -> Action:
@@ -159,6 +199,16 @@ def _salesforce_body(content: Any) -> tuple[str | None, str]:
     return None, str(content)[:500]
 
 
+def not_json(body: str, status: int | None = 200) -> CrmError:
+    """A body that should be JSON and is not (a proxy's or a maintenance page, a cut-off answer).
+
+    Retried like a 503; the CRM's first words are kept, escaped, so the admin sees what answered.
+    """
+    shown = json.dumps(body[:200], ensure_ascii=True)
+    more = "..." if len(body) > 200 else ""
+    return CrmError(Action.RETRY, f"Salesforce answered with a body that is not JSON: {shown}{more}", status=status)
+
+
 def from_salesforce(exc: BaseException) -> CrmError:
     """Translate what simple-salesforce or requests raised."""
     import requests  # here, not at the top: the store-only commands import this module, not the clients
@@ -166,6 +216,8 @@ def from_salesforce(exc: BaseException) -> CrmError:
 
     if isinstance(exc, CrmError):
         return exc
+    if isinstance(exc, json.JSONDecodeError):  # requests' JSONDecodeError is one too, with the text in `doc`
+        return not_json(exc.doc)
     if isinstance(exc, SalesforceError):
         code, message = _salesforce_body(exc.content)
         return salesforce_error(code, message, exc.status)
@@ -208,7 +260,21 @@ def hubspot_error(status: int | None, body: Any, headers: Mapping[str, str] | No
     action = HUBSPOT_CATEGORIES.get(category or "", action_for_status(status))
     if status is not None and status >= 500:
         action = Action.RETRY
+    scopes = _hubspot_scopes(body)
+    if scopes:
+        message = f"{message} (required scopes: {', '.join(scopes)})"
     return CrmError(action, message, code=category, status=status)
+
+
+def _hubspot_scopes(body: Mapping[str, Any]) -> list[str]:
+    """The scopes a MISSING_SCOPES answer names, in `errors[].context` (granular or not) or `context`."""
+    contexts = [body.get("context")] + [e.get("context") for e in body.get("errors") or [] if isinstance(e, dict)]
+    found: list[str] = []
+    for context in contexts:
+        if isinstance(context, dict):
+            for key in ("requiredGranularScopes", "requiredScopes"):
+                found += [str(s) for s in context.get(key) or [] if str(s) not in found]
+    return found
 
 
 def from_hubspot(exc: BaseException) -> CrmError:

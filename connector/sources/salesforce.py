@@ -7,15 +7,14 @@ with `allOrNone: false`, so one bad record fails alone. Every call passes the AP
 one RetryPolicy (which logs in again once on an expired session; simple-salesforce is never allowed
 to log in by itself).
 
-Activity comes from Tasks linked to the object's records (WhoId for Lead and Contact, WhatId for the
-rest), read incrementally like records. `activity.types` maps `Field=Value` (equals) or `Field^=Value`
-(starts with; both ignore case) to an event, first match wins; the defaults are `Subject^=RE:` ->
-email_replied, then `Type=Email` -> email_sent, `Type=Call` -> call_logged, `Type=Meeting` ->
-meeting_booked. Tasks that match nothing are skipped (see `salesforce_activity`).
+Every incremental pull reads past its cursor by the exact keyset, plus the last `settle_window`
+before `until` again: a long transaction commits with a SystemModstamp older than records already
+visible (see `salesforce_soql.Window`). Activity is Tasks and Events (see `salesforce_events`).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,27 +35,24 @@ from connector.sources.base import (
     FieldInfo,
     Page,
     PicklistValue,
-    RemoteEvent,
     RemoteRecord,
     StatusWrite,
     WriteOutcome,
 )
 from connector.sources.errors import Action, CrmError, SourcePaused
 from connector.sources.retry import RetryPolicy, pause
-from connector.sources.salesforce_activity import (
-    KNOWN_PREFIXES,
-    TaskRule,
-    event_of,
-    link_field,
-    occurred_at,
-    parse_rules,
-)
+from connector.sources.salesforce_activity import KNOWN_PREFIXES, TaskRule, parse_rules
 from connector.sources.salesforce_auth import Grant, configured_token, request_token
+from connector.sources.salesforce_events import ActivityReader
 from connector.sources.salesforce_http import ApiMeter, CrmSession
 
 T = TypeVar("T")
 WRITE_BATCH = 200  # sObject Collections' maximum
-TASK_FIELDS = ("Id", "WhoId", "WhatId", "CreatedDate", "ActivityDate", "SystemModstamp")
+# The standard objects that can be merged: the loser keeps MasterRecordId = the winner.
+_MERGEABLE = ("lead", "contact", "account")
+# Field history: `<Object>History` with `<Object>Id` for standard objects, `<Name>__History` with ParentId.
+_HISTORY = {"lead": ("LeadHistory", "LeadId"), "contact": ("ContactHistory", "ContactId"),
+            "account": ("AccountHistory", "AccountId"), "opportunity": ("OpportunityFieldHistory", "OpportunityId")}
 
 
 def _keys(row: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:
@@ -80,9 +76,11 @@ class ObjectSpec:
     @classmethod
     def build(cls, source: str, obj: str, settings: ObjectConfig) -> ObjectSpec:
         owner = settings.owner_field or "OwnerId"
-        wanted = ["Id", settings.status_field, "SystemModstamp", "IsDeleted", owner, *settings.fields]
+        wanted = ["Id", settings.status_field, "SystemModstamp", "CreatedDate", "IsDeleted", owner, *settings.fields]
         if obj.lower() == "lead":
             wanted.append("IsConverted")
+        if obj.lower() in _MERGEABLE:
+            wanted.append("MasterRecordId")
         activity = settings.activity
         try:
             soql.name(obj)
@@ -109,6 +107,8 @@ class ObjectSpec:
                 converted=bool(row.get("IsConverted")),
                 owner=row.get(owner),
                 fields={name: row.get(keys[name]) for name in self.extra},
+                created_at=soql.parse_datetime(row["CreatedDate"]) if row.get("CreatedDate") else None,
+                merged_into=row.get("MasterRecordId") if row.get("IsDeleted") else None,
             )
             for row in rows
         ]
@@ -146,6 +146,7 @@ class Salesforce:
         self._client: SimpleSalesforce | None = None
         self._lock = threading.Lock()
         self._prefixes = dict(KNOWN_PREFIXES)
+        self._fields: dict[str, set[str]] = {}  # activity object -> its field names, from describe
 
     def __repr__(self) -> str:
         return f"<Salesforce source {self.name!r} ({self.settings.auth.method})>"
@@ -155,7 +156,10 @@ class Salesforce:
         auth = self.settings.auth
         if isinstance(auth, TokenAuth):
             return configured_token(auth, self.settings.instance_url)
-        return self._login_retry.call(lambda: request_token(self._http, auth))
+        login_url = self.settings.login_url
+        if login_url is None:  # the config refuses this; a hand-built settings object may not
+            raise CrmError(Action.ADMIN, "no login_url or instance_url to ask for a token")
+        return self._login_retry.call(lambda: request_token(self._http, auth, login_url))
 
     def _connected(self) -> SimpleSalesforce:
         with self._lock:
@@ -209,10 +213,10 @@ class Salesforce:
         return {"Sforce-Query-Options": f"batchSize={size}"} if size else {}
 
     def _first(self, text: str, deleted: bool, headers: dict[str, str]) -> Any:
-        return self._call(lambda sf: sf.query(text, include_deleted=deleted, headers=headers))
+        return self._call(lambda sf: _answer(sf.query(text, include_deleted=deleted, headers=headers)))
 
     def _more(self, url: str, headers: dict[str, str]) -> Any:
-        return self._call(lambda sf: sf.query_more(url, identifier_is_url=True, headers=headers))
+        return self._call(lambda sf: _answer(sf.query_more(url, identifier_is_url=True, headers=headers)))
 
     def _pages(self, text: str, *, deleted: bool) -> Iterator[list[dict[str, Any]]]:
         """The answer pages of one query, following nextRecordsUrl; a repeated locator stops with an error."""
@@ -220,7 +224,7 @@ class Salesforce:
         result = self._first(text, deleted, headers)
         seen: set[str] = set()
         while True:
-            yield result.get("records") or []
+            yield result["records"]
             url = result.get("nextRecordsUrl")
             if result.get("done", True) or not url:
                 return
@@ -231,16 +235,19 @@ class Salesforce:
 
     def pull(self, obj: str, cursor: Cursor, *, until: datetime) -> Iterator[Page]:
         spec = self._spec(obj)
-        window = soql.Window(cursor, until, self.settings.lookback)
+        window = soql.Window(cursor, until, self.settings.settle_window)
+        committed = cursor
         for restart in range(4):
             try:
                 for rows in self._pages(spec.query(window.where(), "SystemModstamp, Id"), deleted=True):
                     if rows:
                         records = spec.records(rows)
                         last = Cursor(records[-1].modified_at, records[-1].id)
-                        page = Page(records, window.advanced(last))
-                        window = soql.Window(page.cursor, until)  # a restart resumes exactly here
-                        yield page
+                        committed = soql.later(committed, last)
+                        # The answer is in keyset order, settle re-reads first: a restart resumes
+                        # exactly after the last row read, whichever part of the window it was in.
+                        window = soql.Window(last, until)
+                        yield Page(records, committed)
                 return
             except CrmError as exc:
                 # An idle query locator expires; the keyset lets us pick up where the last page ended.
@@ -300,7 +307,32 @@ class Salesforce:
         return described
 
     def status_changed_at(self, obj: str, record_ids: Sequence[str]) -> dict[str, datetime]:
-        return {}  # not read yet: `enroll_existing` falls back to the modified date
+        """The newest field-history row of the status field per record; {} when the org keeps none.
+
+        A custom object's `__History` exists only while history is tracked on it; an object the user
+        may not see answers the same INVALID_TYPE. Either way there is no date to give.
+        """
+        spec = self._spec(obj)
+        history, parent = _HISTORY.get(spec.obj.lower()) or (spec.obj.removesuffix("__c") + "__History", "ParentId")
+        forms: dict[str, list[str]] = {}
+        for rid in filter(soql.is_id, record_ids):
+            forms.setdefault(rid[:15], []).append(rid)
+        found: dict[str, datetime] = {}
+        for chunk in soql.id_chunks(asked[0] for asked in forms.values()):
+            where = f"Field = {soql.quote(spec.status)} AND {parent} IN ({', '.join(map(soql.quote, chunk))})"
+            text = soql.select((parent, "CreatedDate"), history, where, f"{parent}, CreatedDate DESC")
+            try:
+                rows = [row for page in self._pages(text, deleted=False) for row in page]
+            except CrmError as exc:
+                if exc.code == "INVALID_TYPE":
+                    return {}
+                raise
+            for row in rows:
+                when = soql.parse_datetime(row["CreatedDate"])
+                for form in forms.get(str(row[parent])[:15], []):
+                    if form not in found or found[form] < when:
+                        found[form] = when
+        return found
 
     def describe_field(self, obj: str) -> FieldInfo:
         spec = self._spec(obj)
@@ -340,19 +372,19 @@ class Salesforce:
             self._describe(obj)
         return self._prefixes.get(obj.lower(), "")
 
+    def _field_names(self, obj: str) -> set[str]:
+        if obj not in self._fields:
+            self._fields[obj] = {str(f.get("name", "")).lower() for f in self._describe(obj).get("fields") or []}
+        return self._fields[obj]
+
     def pull_events(self, obj: str, cursor: Cursor, *, until: datetime) -> Iterator[EventPage]:
         spec = self._spec(obj)
         if not spec.activity:
             return
-        link, prefix = link_field(spec.obj), self._key_prefix(spec.obj)
-        window = soql.Window(cursor, until, self.settings.lookback)
-        fields = soql.columns([*TASK_FIELDS, *(rule.field for rule in spec.rules)])
-        text = soql.select(fields, "Task", f"{window.where()} AND {link} != null", "SystemModstamp, Id")
-        for rows in self._pages(text, deleted=False):
-            if rows:
-                events = [e for e in (_event(row, link, prefix, spec.rules) for row in rows) if e is not None]
-                last = Cursor(soql.parse_datetime(rows[-1]["SystemModstamp"]), rows[-1]["Id"])
-                yield EventPage(events, window.advanced(last))
+        reader = ActivityReader(
+            spec.obj, self._key_prefix(spec.obj), spec.rules, self.settings.settle_window, self._field_names
+        )
+        yield from reader.pull(lambda text: self._pages(text, deleted=False), cursor, until)
 
     # --- the rest of the protocol ----------------------------------------------------------------
     def usage(self) -> ApiUsage:
@@ -383,11 +415,9 @@ def _outcomes(chunk: Sequence[StatusWrite], results: Any) -> list[WriteOutcome]:
     return outcomes
 
 
-def _event(row: Mapping[str, Any], link: str, prefix: str, rules: tuple[TaskRule, ...]) -> RemoteEvent | None:
-    target = row.get(link)
-    if not isinstance(target, str) or not target.startswith(prefix):
-        return None
-    event = event_of({key.lower(): value for key, value in row.items()}, rules)
-    if event is None:
-        return None
-    return RemoteEvent(target, event, occurred_at(row), f"Task:{row['Id']}")
+def _answer(result: Any) -> Any:
+    """A query answer must hold `records` and `done`: anything else is a proxy's page, never an empty page."""
+    if not isinstance(result, dict) or not isinstance(result.get("records"), list) or "done" not in result:
+        shown = json.dumps(result, default=str)
+        raise CrmError(Action.RETRY, f"Salesforce answered a query without records: {shown[:200]}")
+    return result

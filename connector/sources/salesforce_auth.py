@@ -38,14 +38,20 @@ def configured_token(auth: TokenAuth, instance_url: str | None) -> Grant:
     return Grant(auth.access_token.get_secret_value(), url)
 
 
-def request_token(session: requests.Session, auth: ClientCredentialsAuth | JwtAuth | PasswordAuth) -> Grant:
+def request_token(
+    session: requests.Session, auth: ClientCredentialsAuth | JwtAuth | PasswordAuth, login_url: str
+) -> Grant:
     """One token request to `login_url`; raises a classified CrmError (4xx: ADMIN, 5xx / network: RETRY)."""
-    url = auth.login_url.rstrip("/") + TOKEN_PATH
+    url = login_url.rstrip("/") + TOKEN_PATH
     form, basic = _token_form(auth)
     response = session.post(url, data=form, auth=basic, headers={"Accept": "application/json"})
     if response.status_code != 200:
         raise _refused(url, response)
-    body = _json(response)
+    try:
+        body = response.json()
+    except ValueError:
+        raise errors.not_json(response.text, response.status_code) from None
+    body = body if isinstance(body, dict) else {}
     token, instance = body.get("access_token"), body.get("instance_url")
     if not isinstance(token, str) or not isinstance(instance, str):
         raise CrmError(Action.RETRY, f"the token answer from {url} has no access_token or instance_url")
@@ -77,7 +83,7 @@ def _assertion(auth: JwtAuth) -> str:
     claims = {
         "iss": auth.client_id,
         "sub": auth.username,
-        "aud": auth.login_url.rstrip("/"),
+        "aud": auth.aud,
         "exp": int(time.time()) + JWT_LIFETIME,
     }
     try:
@@ -86,14 +92,6 @@ def _assertion(auth: JwtAuth) -> str:
         # The library's message can quote the key material: say which file, never what is in it.
         kind = type(exc).__name__
         raise CrmError(Action.ADMIN, f"the JWT private key file is not an RSA private key in PEM ({kind})") from None
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _refused(url: str, response: requests.Response) -> CrmError:

@@ -68,32 +68,43 @@ def columns(names: Iterable[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Window:
-    """Which modifications one incremental pull reads: after the cursor (less the lookback), up to `until`."""
+    """Which modifications one incremental pull reads, up to `until`.
+
+    Everything after the cursor, by the exact keyset (SystemModstamp, Id), plus everything stamped in
+    the last `settle` before `until`: a Salesforce transaction can commit with a SystemModstamp older
+    than records already visible, so the newest edge is read again until it has settled. What is
+    stamped before `until - settle` and at or before the cursor is settled and never read again.
+    """
 
     cursor: Cursor
     until: datetime
-    lookback: timedelta = timedelta(0)
+    settle: timedelta = timedelta(0)
 
     def where(self) -> str:
         upper = f"SystemModstamp <= {literal(self.until)}"
-        if self.cursor.modified_at is None:
+        at = self.cursor.modified_at
+        if at is None:
             return upper
-        start = literal(self.cursor.modified_at - self.lookback)
+        start = literal(at)
         if not self.cursor.last_id:
-            return f"SystemModstamp >= {start} AND {upper}"
-        # Thousands of records share one second: the Id breaks the tie, so a resumed pull neither
-        # skips nor repeats any of them.
-        after = f"(SystemModstamp > {start} OR (SystemModstamp = {start} AND Id > {quote(self.cursor.last_id)}))"
-        return f"{after} AND {upper}"
+            after = f"SystemModstamp >= {start}"
+        else:
+            # Thousands of records share one second: the Id breaks the tie, so a resumed pull neither
+            # skips nor repeats any of them.
+            after = f"SystemModstamp > {start} OR (SystemModstamp = {start} AND Id > {quote(self.cursor.last_id)})"
+        settled = self.until - self.settle
+        if self.settle and settled <= at:
+            after += f" OR SystemModstamp >= {literal(settled)}"
+        return f"({after}) AND {upper}"
 
-    def advanced(self, last: Cursor) -> Cursor:
-        """The cursor after a page ending at `last`; a lookback re-read never moves it backwards."""
-        mine = self.cursor
-        if mine.modified_at is None or last.modified_at is None:
-            return last
-        if (last.modified_at, last.last_id or "") < (mine.modified_at, mine.last_id or ""):
-            return mine
+
+def later(mine: Cursor, last: Cursor) -> Cursor:
+    """The cursor after a page ending at `last`: a settle re-read never moves it backwards."""
+    if mine.modified_at is None or last.modified_at is None:
         return last
+    if (last.modified_at, last.last_id or "") < (mine.modified_at, mine.last_id or ""):
+        return mine
+    return last
 
 
 def select(fields: Iterable[str], obj: str, where: str | None = None, order: str | None = None) -> str:

@@ -138,3 +138,35 @@ def test_validate_names_every_missing_file_with_its_line(tmp_path: Path) -> None
         f"{config}:10: sources.sfdc.ca_bundle: file not found: {tmp_path}/certs/missing.pem",
         f"{config}:9: sources.sfdc.auth.private_key_file: file not found: {tmp_path}/keys/missing.key",
     ]
+
+
+MALFORMED_COMMANDS = [c for c in COMMANDS if c[0] != "validate" or "--live" in c]
+
+
+@pytest.mark.parametrize("kind", ["html", "truncated"])
+@pytest.mark.parametrize("command", MALFORMED_COMMANDS, ids=lambda c: " ".join(c))
+def test_a_malformed_answer_is_one_line_and_an_exit_code(tmp_path: Path, kind: str, command: tuple[str, ...]) -> None:
+    """A 200 whose body is a proxy's HTML page or JSON cut short: retried, then one line in the CRM's
+    words; never a traceback and never a silent empty page."""
+    sf, hs = SalesforceSandbox(), HubSpotSandbox()
+    sf.start()
+    hs.start()
+    try:
+        config = _write_config(tmp_path, sf, hs)
+        text = config.read_text().replace("    type: salesforce\n", "    type: salesforce\n    max_retries: 1\n")
+        config.write_text(text.replace("    type: hubspot\n", "    type: hubspot\n    max_retries: 1\n"))
+        sf.answer_malformed(kind, times=1_000)
+        hs.answer_malformed(kind, times=1_000)
+        result = CliRunner().invoke(main, [*command, "--config", str(config)])
+    finally:
+        sf.stop()
+        hs.stop()
+    output = result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in output and result.exit_code in (1, 2), output
+    sources = [s for s in ("sfdc", "hubspot") if s in command] or ["sfdc", "hubspot"]
+    for source in sources:
+        named = [line for line in output.splitlines() if source in line]
+        assert any("not JSON" in line or "MALFORMED_ANSWER" in line for line in named), output
+    # Never taken for an empty page: a pull that read nothing says it failed.
+    assert all("FAILED" in line for line in output.splitlines() if "pulled 0" in line), output

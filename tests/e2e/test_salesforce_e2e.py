@@ -103,14 +103,14 @@ def test_initial_then_incremental_pull(world: World) -> None:
     assert outcome.pulled.transitions == 1
     assert stage(world, new) == "Working"
     assert history(world, new)[-1]["cause"] == "external"
-    assert outcome.pulled.records == 3  # the lookback re-read the others' second; they changed nothing
+    assert outcome.pulled.records == 1  # the others' second has settled: not read again
 
     world.clock.advance(60)
     (late,) = world.seed_leads(1)
     world.sandbox.server.reset_calls()
-    # The lookback re-reads seconds (here the edit at the cursor), not the whole object.
-    assert world.cycle().pulled.records == 2
-    assert [c.records for c in api_calls(world, "/queryAll")] == [2]
+    # Past the settle window nothing is re-read: only what changed since.
+    assert world.cycle().pulled.records == 1
+    assert [c.records for c in api_calls(world, "/queryAll")] == [1]
     assert stage(world, late) == "New"
     assert not world.sandbox.writes()
 
@@ -141,17 +141,20 @@ def test_thousands_on_one_timestamp_survive_an_interrupted_pull(world: World) ->
     synced, stop = world.synced(), threading.Event()
     first = world.engine.pull(synced, world.clock.advance(), progress=lambda _stats: stop.set(), stop=stop)
     assert first.records == 2_000
+    # The page read ahead meanwhile is dropped with its cursor, and its thread is gone.
     assert world.engine.cursor(synced) == Cursor(T0, ids[1_999])
+    assert count(world, repo.RECORDS) == 2_000
+    assert not [t for t in threading.enumerate() if t.name == "connector-read-ahead"]
 
     rest = world.engine.pull(synced, world.clock.advance())
-    assert rest.records == 5_000  # the lookback re-reads the shared second; nothing is applied twice
+    assert rest.records == 5_000  # the settle window re-reads the shared second; nothing is applied twice
     assert rest.transitions == 3_000
     assert count(world, repo.RECORDS) == 5_000
     assert count(world, repo.TRANSITIONS) == 5_000
     assert world.engine.cursor(synced) == Cursor(T0, ids[-1])
 
-    # Without a lookback the keyset alone resumes exactly after the last record read.
-    exact = Salesforce(SOURCE, world.source.settings.model_copy(update={"lookback": timedelta(0)}))
+    # Without a settle window the keyset alone resumes exactly after the last record read.
+    exact = Salesforce(SOURCE, world.source.settings.model_copy(update={"settle": timedelta(0)}))
     try:
         pages = list(exact.pull("Lead", Cursor(T0, ids[1_999]), until=world.clock.now))
     finally:
@@ -265,22 +268,21 @@ def test_partial_batch_failures_are_dead_lettered(open_world: OpenWorld, tmp_pat
         (other, "Unresponsive"),
         (converted, "Unresponsive"),
     ]
-    world.engine.set_stages(world.synced(), stages, world.clock.now)
+    # A status the picklist lacks is the configuration's fault, not this record's (see
+    # test_configuration_faults_on_write_are_for_the_admin): left out of this dead-letter test.
+    world.engine.set_stages(world.synced(), [s for s in stages if s[0] != picky], world.clock.now)
     sandbox.fail_writes([validated], "FIELD_CUSTOM_VALIDATION_EXCEPTION", "Closing needs a reason")
     sandbox.server.reset_calls()
 
     stats = world.drain()
-    assert (stats.done, stats.dead) == (2, 3)
+    assert (stats.done, stats.dead) == (2, 2)
     assert len(api_calls(world, "/composite/sobjects")) == 1
     assert sorted(written(world)) == sorted([(ok, CONVERTED), (other, CLOSED_LOST)])
-    dead = {i: explain(world.engine, world.synced(), i)["writebacks"][-1] for i in (picky, validated, converted)}
-    assert dead[picky]["error"] == (
-        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: bad value for restricted picklist field: Working - Nurturing"
-    )
+    dead = {i: explain(world.engine, world.synced(), i)["writebacks"][-1] for i in (validated, converted)}
     assert dead[validated]["error"] == "FIELD_CUSTOM_VALIDATION_EXCEPTION: Closing needs a reason"
     assert dead[converted]["error"] == "CANNOT_UPDATE_CONVERTED_LEAD: cannot reference converted lead"
     assert all(d["state"] == "dead" for d in dead.values())
-    assert status_json(world)["outbox_dead"] == 3
+    assert status_json(world)["outbox_dead"] == 2
 
 
 def test_unable_to_lock_row_is_retried_then_done(world: World) -> None:
@@ -297,7 +299,10 @@ def test_unable_to_lock_row_is_retried_then_done(world: World) -> None:
     assert written(world) == [(lead, WORKING)]
 
 
-def test_an_expired_session_is_renewed_once_and_the_run_carries_on(world: World) -> None:
+def test_an_expired_session_is_renewed_once_and_the_run_carries_on(open_world: OpenWorld) -> None:
+    # Pages of 500: the pull reads up to two pages ahead of the one applied, so the expiry after the
+    # first page still leaves calls to make.
+    world = open_world(page_size=500)
     world.seed_leads(4_500)
     world.sandbox.server.reset_calls()
     expired = threading.Event()
@@ -378,7 +383,8 @@ def test_the_api_budget_pauses_before_the_org_runs_out(open_world: OpenWorld) ->
 
     world.sandbox.set_api_usage(10)
     outcome = world.cycle(seconds=2 * 3600)
-    assert outcome.paused is None and outcome.pulled.records == 3
+    assert outcome.paused is None and outcome.error is None
+    assert count(world, repo.RECORDS) == 3
     assert status_json(world)["paused"] is False
 
 
@@ -523,6 +529,7 @@ def test_a_paused_source_asks_the_crm_before_waiting_out_its_pause(open_world: O
     assert world.cycle(seconds=30).paused is not None  # within the recheck interval: no call at all
     assert world.sandbox.server.calls() == []
     outcome = world.cycle(seconds=180)
-    assert outcome.paused is None and outcome.pulled.records == 3
+    # The first cycle's one call read the records (settled since: not read again); now it goes on.
+    assert outcome.paused is None and outcome.error is None and count(world, repo.RECORDS) == 3
     assert next(c.path for c in world.sandbox.server.calls()).endswith("/limits/")  # one cheap look first
     assert status_json(world)["paused"] is False

@@ -131,7 +131,7 @@ def _assertion(sandbox: SalesforceSandbox, key: Any = None, **claims: Any) -> st
     if key is None:
         with open(sandbox.jwt_private_key_pem, "rb") as pem:
             key = pem.read()
-    payload = {"iss": sandbox.client_id, "sub": sandbox.username, "aud": sandbox.url,
+    payload = {"iss": sandbox.client_id, "sub": sandbox.username, "aud": "https://login.salesforce.com",
                "exp": int((datetime.now(UTC) + timedelta(minutes=3)).timestamp()), **claims}
     return jwt.encode(payload, key, algorithm="RS256")
 
@@ -155,6 +155,9 @@ def test_jwt_bearer_grant(org: SalesforceSandbox, org_http: requests.Session) ->
         (_assertion(sandbox, exp=past), "invalid_grant", "expired authorization code"),
         (_assertion(sandbox, key=other_key), "invalid_grant", "invalid assertion"),
         (_assertion(sandbox, aud="https://example.com"), "invalid_grant", "audience is invalid"),
+        # The org's own URL (its My Domain) is not an audience, nor is test.salesforce.com for a production org.
+        (_assertion(sandbox, aud=sandbox.url), "invalid_grant", "audience is invalid"),
+        (_assertion(sandbox, aud="https://test.salesforce.com"), "invalid_grant", "audience is invalid"),
         (_assertion(sandbox, iss="someone-else"), "invalid_client_id", "client identifier invalid"),
         (_assertion(sandbox, sub="stranger@example.com"), "invalid_grant", "invalid assertion"),
         ("not-a-jwt", "invalid_grant", "invalid assertion"),
@@ -522,3 +525,93 @@ def test_concurrent_writers(sandbox: SalesforceSandbox, sf: Salesforce) -> None:
     assert not errors
     assert sorted(rid for rid, _ in sandbox.writes("Lead")) == ids
     assert sf.query("SELECT COUNT() FROM Lead WHERE Status = 'Working - Contacted'")["totalSize"] == 400
+
+
+# --- an org that behaves like a real one -------------------------------------------------------------
+def test_an_object_the_user_may_not_see_answers_invalid_type(sandbox: SalesforceSandbox, sf: Salesforce) -> None:
+    sandbox.deny_read("Task")
+    with pytest.raises(SalesforceMalformedRequest) as raised:
+        sf.query("SELECT Id FROM Task")
+    assert raised.value.content == [{
+        "message": "\nSELECT Id FROM Task\n               ^\nERROR at Row:1:Column:16\nsObject type 'Task' is not "
+                   "supported. If you are attempting to use a custom object, be sure to append the '__c' after the "
+                   "entity name. Please reference your WSDL or the describe call for the appropriate names.",
+        "errorCode": "INVALID_TYPE",
+    }]
+    with pytest.raises(SalesforceResourceNotFound):
+        sf.restful("sobjects/Task/describe")
+    assert "Task" not in [o["name"] for o in sf.describe()["sobjects"]]
+    sandbox.allow("Task")
+    assert sf.query("SELECT Id FROM Task")["totalSize"] == 0
+
+
+def test_client_credentials_are_refused_on_the_generic_login_hosts(sandbox: SalesforceSandbox,
+                                                                    http: requests.Session) -> None:
+    def ask(**headers: str) -> requests.Response:
+        return http.post(sandbox.url + TOKEN_PATH, data={"grant_type": "client_credentials"},
+                         auth=(sandbox.client_id, sandbox.client_secret), headers=headers)
+
+    refused = {"error": "invalid_grant", "error_description": "request not supported on this domain"}
+    for host in ("login.salesforce.com", "test.salesforce.com"):
+        answer = ask(Host=host)
+        assert (answer.status_code, answer.json()) == (400, refused)
+    assert ask().status_code == 200  # the org's own domain
+    sandbox.login_host = "login.salesforce.com"
+    assert ask().json() == refused
+
+
+def test_a_late_commit_appears_with_its_old_stamp(sandbox: SalesforceSandbox, sf: Salesforce) -> None:
+    now = [T0]
+    sandbox.clock = lambda: now[0]
+    early, late = sandbox.seed("Lead", leads(2))
+    with sandbox.long_transaction(5):
+        sandbox.edit_as_person("Lead", late, Status="Working - Contacted")  # stamped T0, visible at T0 + 5
+    now[0] = T0 + timedelta(seconds=1)
+    sandbox.edit_as_person("Lead", early, Status="Closed - Not Converted")  # stamped T0 + 1, visible now
+
+    def statuses() -> dict[str, str]:
+        rows = sf.query("SELECT Id, Status, SystemModstamp FROM Lead ORDER BY SystemModstamp, Id")["records"]
+        return {r["Id"]: r["Status"] for r in rows}
+
+    assert statuses() == {early: "Closed - Not Converted", late: "Open - Not Contacted"}
+    assert sf.Lead.get(late)["Status"] == "Open - Not Contacted"  # by Id: the same database
+    now[0] = T0 + timedelta(seconds=5)
+    rows = sf.query("SELECT Id, Status, SystemModstamp FROM Lead ORDER BY SystemModstamp, Id")["records"]
+    assert [(r["Id"], r["Status"], r["SystemModstamp"]) for r in rows] == [
+        (late, "Working - Contacted", "2024-05-01T12:00:00.000+0000"),  # behind a record seen earlier
+        (early, "Closed - Not Converted", "2024-05-01T12:00:01.000+0000"),
+    ]
+
+
+def test_field_history_is_kept_for_tracked_fields(sandbox: SalesforceSandbox, sf: Salesforce) -> None:
+    (lead,) = sandbox.seed("Lead", leads(1))
+    update(sf, [{"attributes": {"type": "Lead"}, "id": lead, "Status": "Working - Contacted"}])
+    assert sf.query("SELECT Id FROM LeadHistory")["totalSize"] == 0  # off by default
+    sandbox.track_history("Lead", "Status")
+    update(sf, [{"attributes": {"type": "Lead"}, "id": lead, "Status": "Closed - Not Converted"}])
+    sandbox.edit_as_person("Lead", lead, LastName="Other")
+    rows = sf.query(f"SELECT LeadId, Field, OldValue, NewValue, CreatedDate FROM LeadHistory WHERE LeadId = '{lead}'")
+    assert [(r["LeadId"], r["Field"], r["OldValue"], r["NewValue"]) for r in rows["records"]] == [
+        (lead, "Status", "Working - Contacted", "Closed - Not Converted")]
+    with pytest.raises(SalesforceMalformedRequest, match="INVALID_TYPE"):
+        sf.query("SELECT Id FROM Thing__History")  # a custom object's history exists only when tracked
+
+
+def test_activities_roll_up_to_their_account(sandbox: SalesforceSandbox, sf: Salesforce) -> None:
+    (account,) = sandbox.seed("Account", [{"Name": "Acme"}])
+    (contact,) = sandbox.seed("Contact", [{"LastName": "C", "AccountId": account}])
+    (lead,) = sandbox.seed("Lead", leads(1))
+    event = sandbox.log_activity("Event", who=[contact, lead], Subject="Demo", Type="Meeting")
+    row = sf.query(f"SELECT WhoId, AccountId FROM Event WHERE Id = '{event}'")["records"][0]
+    assert (row["WhoId"], row["AccountId"]) == (contact, account)
+    relations = sf.query(f"SELECT RelationId, IsWhat, AccountId FROM EventRelation WHERE EventId = '{event}'")
+    assert [(r["RelationId"], r["IsWhat"], r["AccountId"]) for r in relations["records"]] == [
+        (contact, False, account), (lead, False, None)]
+
+
+def test_a_maintenance_page_can_be_injected(sandbox: SalesforceSandbox, http: requests.Session) -> None:
+    token = login(sandbox, http)
+    sandbox.answer_malformed("html")
+    answer = http.get(sandbox.url + "/services/data/v62.0/query/", params={"q": "SELECT Id FROM Lead"},
+                      headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200 and answer.text.startswith("<!DOCTYPE html>")
