@@ -4,11 +4,21 @@ APScheduler decides *when*; each job claims its work itself (an advisory lock pe
 PostgreSQL, SKIP LOCKED outbox claims), so several daemons can share one database. One object's
 failure never stops another's. SIGTERM / SIGINT set a stop flag that jobs check between pages and
 batches: the page in hand is committed whole, then the process exits 0.
+
+The stop is bounded whatever the CRMs do: the same flag cuts short every retry backoff and
+rate-limit wait (`sources.retry.pause`), and a job still inside a CRM call `STOP_GRACE` seconds
+after the signal is abandoned: the process exits anyway. Nothing it held is lost: its uncommitted
+page is pulled again, its outbox claims were row locks (PostgreSQL) or plain reads (SQLite) and are
+pending again, and notifications not yet sent were handed back before the wait.
+
+A lost database connection (a restarted PostgreSQL, `pg_terminate_backend`) is not a bug: the job
+is run again once on a fresh connection, with one warning line.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -19,12 +29,14 @@ from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from connector.config import SyncedObject
 from connector.cycle import Jobs, ObjectOutcome
 from connector.engine import Engine
 from connector.locks import DaemonLock, object_lock
 from connector.metrics import Metrics
+from connector.sources import retry
 from connector.store import repo
 from connector.web.server import serve
 
@@ -48,6 +60,7 @@ class Daemon:
         self.engine = engine
         self.clock = clock
         self.stop = stop or threading.Event()
+        retry.stop_on(self.stop)  # every CRM wait in this process ends when the daemon is told to stop
         self.jobs = Jobs(engine, self.stop)
         self.metrics = Metrics()
         self.lock = DaemonLock(engine.store.engine)
@@ -57,26 +70,29 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         )
         self._server: Any = None
+        self._notifying = threading.Lock()
 
     # --- jobs ------------------------------------------------------------------------------------
     def _run(self, job: str, synced: SyncedObject, work: Callable[[ObjectOutcome], None], *, locked: bool) -> None:
         if self.stop.is_set():
             return
-        now = self.clock()
-        if self._backing_off(synced, now):
-            return
         outcome = ObjectOutcome(synced.source, synced.name)
         started = time.monotonic()
         try:
-            if locked:
-                with object_lock(self.engine.store.engine, synced.source, synced.name) as held:
-                    if not held:
-                        return  # another daemon is on this object right now
-                    work(outcome)
+            if not self._attempt(job, synced, work, outcome, locked=locked):
+                return
+        except retry.Stopped:
+            log.info("%s %s: the %s job stopped while waiting on the CRM", synced.source, synced.name, job)
+            return
+        except Exception as exc:  # a bug must be reported, never silently end the job for good
+            if isinstance(exc, DBAPIError) and connection_lost(exc):
+                # Lost twice in a row: the database is down, not a bug; the schedule tries again.
+                log.error(
+                    "%s %s: the %s job could not reach the database (%s); it runs again on its next schedule",
+                    synced.source, synced.name, job, first_line(exc),
+                )
             else:
-                work(outcome)
-        except Exception:  # a bug must be reported, never silently end the job for good
-            log.exception("%s %s: the %s job failed", synced.source, synced.name, job)
+                log.exception("%s %s: the %s job failed", synced.source, synced.name, job)
             self.metrics.failures.labels(synced.source, synced.name, job).inc()
             return
         finally:
@@ -85,6 +101,38 @@ class Daemon:
             self.metrics.failures.labels(synced.source, synced.name, job).inc()
         self.metrics.observe(outcome)
         self._report(job, outcome)
+
+    def _attempt(
+        self, job: str, synced: SyncedObject, work: Callable[[ObjectOutcome], None], outcome: ObjectOutcome,
+        *, locked: bool,
+    ) -> bool:
+        """Run `work` (under the object's lock); False when it did not run (backing off, or another daemon's).
+
+        A connection the database dropped (restart, failover, `pg_terminate_backend`) ends the job
+        with an OperationalError from wherever it was; everything committed stays committed and the
+        rest was rolled back, so the whole job runs once more on a fresh connection.
+        """
+        for attempt in (1, 2):
+            try:
+                if self._backing_off(synced, self.clock()):
+                    return False
+                if not locked:
+                    work(outcome)
+                    return True
+                with object_lock(self.engine.store.engine, synced.source, synced.name) as held:
+                    if not held:
+                        return False  # another daemon is on this object right now
+                    work(outcome)
+                return True
+            except DBAPIError as exc:
+                if attempt == 2 or not connection_lost(exc) or self.stop.is_set():
+                    raise
+                log.warning(
+                    "%s %s: the database connection was lost during the %s job (%s); reconnecting and running it again",
+                    synced.source, synced.name, job, first_line(exc),
+                )
+                self.engine.store.engine.dispose()  # the pool's other connections died with it
+        return True
 
     def _backing_off(self, synced: SyncedObject, now: datetime) -> bool:
         with self.engine.store.transaction() as session:
@@ -145,7 +193,14 @@ class Daemon:
             from connector.notify import notify_job
         except ImportError:  # notifications are optional
             return
-        notify_job(self.engine, self.clock())
+        # Every object's timers job ends in a notify pass over all objects; one at a time per process
+        # is enough (a pass already running sends what the others would).
+        if not self._notifying.acquire(blocking=False):
+            return
+        try:
+            notify_job(self.engine, self.clock(), stop=self.stop)
+        finally:
+            self._notifying.release()
 
     # --- health ----------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -183,21 +238,30 @@ class Daemon:
         self.scheduler.start()
         log.info("connector running: %d objects", len(self.engine.objects()))
 
-    def shutdown(self) -> None:
-        """Stop taking work; let running jobs reach a safe point; stop."""
+    def shutdown(self) -> bool:
+        """Stop taking work; let running jobs reach a safe point; stop. False: a job was still running."""
         self.stop.set()
         self.scheduler.shutdown(wait=False)
         deadline = time.monotonic() + STOP_GRACE
         executor = self.scheduler._lookup_executor("default")
         pool = getattr(executor, "_pool", None)
+        finished = True
         if pool is not None:
             waiter = threading.Thread(target=pool.shutdown, kwargs={"wait": True}, daemon=True)
             waiter.start()
             waiter.join(max(0.0, deadline - time.monotonic()))
+            finished = not waiter.is_alive()
         if self._server is not None:
             self._server.shutdown()
         self.lock.release()
-        log.info("connector stopped")
+        if finished:
+            log.info("connector stopped")
+        else:
+            log.warning(
+                "connector stopped: a job was still waiting on a CRM or the database after %.0fs and was "
+                "abandoned; what it had not committed is done again on the next start", STOP_GRACE,
+            )
+        return finished
 
     def run_forever(self) -> None:
         if self.stop.is_set():  # stopped while starting up
@@ -207,7 +271,27 @@ class Daemon:
             while not self.stop.wait(0.5):
                 pass
         finally:
-            self.shutdown()
+            finished = self.shutdown()
+        if not finished:
+            # The pool's threads are not daemons: the interpreter would wait at exit for the CRM call
+            # in hand, however long its socket timeout. Exit now; the logs are flushed first.
+            logging.shutdown()
+            os._exit(0)
+
+
+def connection_lost(exc: DBAPIError) -> bool:
+    """The database connection is gone (not a constraint, a syntax error or a lock timeout)."""
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig).lower()
+        return any(w in text for w in ("terminat", "server closed the connection", "connection", "consuming input"))
+    return False
+
+
+def first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -217,5 +301,6 @@ def install_stop_handlers(stop: threading.Event) -> None:
         log.info("received %s: finishing the page in hand, then stopping", signal.Signals(signum).name)
         stop.set()
 
+    retry.stop_on(stop)  # a CRM wait during start-up (the first login) ends on the signal too
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from connector.config import SyncedObject
+from connector.csvsafe import neutralise_row, restore
 from connector.engine import Engine
 from connector.errors import UsageError
 from connector.rules import SetBy
@@ -143,6 +144,7 @@ def read_table(path: Path) -> CsvTable:
         # A row that is blank (an empty line, or only delimiters) is no row at all.
         if not any(c.strip() for c in cells):
             continue
+        cells = [restore(c) for c in cells]  # a fixed rejects file comes back with our quotes
         if header is None:
             header = [c.strip() for c in cells]
             continue
@@ -307,13 +309,17 @@ def apply_plan(
 
 
 def write_rejects(path: Path, table: CsvTable, rejects: Sequence[Reject]) -> None:
-    """The rejected rows as they were, after their line and reason: fix them, and import this file."""
+    """The rejected rows as they were, after their line and reason: fix them, and import this file.
+
+    Cells that a spreadsheet would run as a formula get a leading `'` (see `csvsafe`); the importer
+    takes it off again.
+    """
     encoding = "utf-8" if table.encoding == "utf-8" else "utf-8-sig"
     with path.open("w", encoding=encoding, newline="") as out:
         writer = csv.writer(out, delimiter=table.delimiter)
-        writer.writerow(["line", "reason", *table.header])
+        writer.writerow(neutralise_row(["line", "reason", *table.header]))
         for reject in rejects:
-            writer.writerow([reject.line, reject.reason, *reject.cells])
+            writer.writerow(neutralise_row([reject.line, reject.reason, *reject.cells]))
 
 
 def default_rejects_path(path: Path) -> Path:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -63,7 +64,7 @@ LEASE = timedelta(minutes=5)  # a claimed message is not claimed again for this 
 RESCAN = 5000  # transition ids re-read below the high-water mark
 NEWS = timedelta(days=3)  # a move older than this when first seen is not news: not notified
 CURSOR_KIND = "notify"  # the high-water mark: the newest transition id read
-TIMEOUT = 15.0
+TIMEOUT = 5.0  # per SMTP / webhook call: within the daemon's stop bound (10 s from SIGTERM to exit)
 NOTIFICATIONS = cast(Table, NotificationRow.__table__)
 HUBSPOT_OBJECT_TYPES = {
     "contacts": "0-1", "contact": "0-1", "companies": "0-2", "company": "0-2",
@@ -340,6 +341,14 @@ class _Claimed:
 
 
 def _claim(engine: Engine, now: datetime) -> list[_Claimed]:
+    """Take up to BATCH due messages for this process, each taken by exactly one claimer.
+
+    PostgreSQL: FOR UPDATE SKIP LOCKED, so two daemons pick different rows without waiting. Each
+    row is then taken with a compare-and-set on its attempt count, which makes the claim atomic on
+    SQLite too: pysqlite starts its transaction only at the first write, so two threads can both
+    read a row as pending, and only the first UPDATE of `attempts = n` to n + 1 matches.
+    """
+
     def work(session: Session) -> list[_Claimed]:
         query = (
             select(NotificationRow)
@@ -349,17 +358,40 @@ def _claim(engine: Engine, now: datetime) -> list[_Claimed]:
         )
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
+        table = NOTIFICATIONS
         claimed = []
-        for row in session.scalars(query):
-            row.attempts += 1
-            row.next_attempt_at = now + LEASE
-            row.updated_at = now
+        for row in session.execute(query).scalars().all():
+            taken = session.execute(
+                update(table)
+                .where(table.c.id == row.id, table.c.state == "pending", table.c.attempts == row.attempts)
+                .values(attempts=row.attempts + 1, next_attempt_at=now + LEASE, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if cast(Any, taken).rowcount != 1:
+                continue  # another sender took it between our read and our write
             stored = row.payload
             message = Message(row.key, row.channel, row.recipient, stored["subject"], stored["body"], stored["json"])
-            claimed.append(_Claimed(row.id, row.attempts, message))
+            claimed.append(_Claimed(row.id, row.attempts + 1, message))
         return claimed
 
     return engine.store.run(work)
+
+
+def _release(engine: Engine, items: Sequence[_Claimed], now: datetime) -> None:
+    """Give back claimed messages that were not sent (the daemon is stopping): due again now."""
+    if not items:
+        return
+
+    def work(session: Session) -> None:
+        table = NOTIFICATIONS
+        for item in items:
+            session.execute(
+                update(table)
+                .where(table.c.id == item.id, table.c.attempts == item.attempts, table.c.state == "pending")
+                .values(attempts=item.attempts - 1, next_attempt_at=now, updated_at=now)
+            )
+
+    engine.store.run(work)
 
 
 def _finish(engine: Engine, item: _Claimed, now: datetime, error: SendError | None) -> str:
@@ -385,10 +417,15 @@ def _finish(engine: Engine, item: _Claimed, now: datetime, error: SendError | No
     return outcome
 
 
-def deliver_due(engine: Engine, now: datetime, send: Send, stats: NotifyStats) -> None:
-    while True:
+def deliver_due(
+    engine: Engine, now: datetime, send: Send, stats: NotifyStats, stop: threading.Event | None = None
+) -> None:
+    while stop is None or not stop.is_set():
         claimed = _claim(engine, now)
-        for item in claimed:
+        for index, item in enumerate(claimed):
+            if stop is not None and stop.is_set():
+                _release(engine, claimed[index:], now)
+                return
             error: SendError | None = None
             try:
                 send(item.message)
@@ -468,8 +505,13 @@ class Deliverer:
         raise SendError(f"webhook {host} answered {status}: {response.text[:200]}", permanent=permanent)
 
 
-def notify_job(engine: Engine, now: datetime, send: Send | None = None) -> NotifyStats:
-    """Queue the notifications due as of `now` (entries and reminders), then send what is due."""
+def notify_job(
+    engine: Engine, now: datetime, send: Send | None = None, stop: threading.Event | None = None
+) -> NotifyStats:
+    """Queue the notifications due as of `now` (entries and reminders), then send what is due.
+
+    With `stop` set (SIGTERM) sending ends after the message in hand; the rest go back to pending.
+    """
     settings = engine.config.model.notifications
     stats = NotifyStats()
     if settings is None or (settings.smtp is None and settings.webhook is None):
@@ -479,7 +521,7 @@ def notify_job(engine: Engine, now: datetime, send: Send | None = None) -> Notif
     for synced in engine.objects():
         queue_entries(engine, synced, now, channels, stats)
         queue_reminders(engine, synced, now, channels, stats)
-    deliver_due(engine, now, send or Deliverer(settings), stats)
+    deliver_due(engine, now, send or Deliverer(settings), stats, stop)
     if stats.queued or stats.sent or stats.dead:
         log.info(
             "notifications: %d queued (%d entries, %d reminders), %d sent, %d to retry, %d dead",

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from connector.config import SyncedObject
+from connector.csvsafe import neutralise_row
 from connector.engine import Engine
 from connector.mapping import Category, StageMapping
 from connector.store import repo
@@ -338,7 +339,8 @@ def to_rows(funnels: list[ObjectFunnel], now: datetime) -> list[list[Any]]:
     rows: list[list[Any]] = []
     for obj in to_json(funnels, now)["objects"]:
         for s in obj["stages"]:
-            rows.append([obj["source"], obj["object"], *("" if s[c] is None else s[c] for c in CSV_COLUMNS[2:])])
+            cells = [obj["source"], obj["object"], *("" if s[c] is None else s[c] for c in CSV_COLUMNS[2:])]
+            rows.append(neutralise_row(cells))  # a stage or source named `=...` must not run in a spreadsheet
     return rows
 
 

@@ -3,6 +3,11 @@
 The loader works on ruamel's node tree rather than its objects so that it can report duplicate keys
 alongside every other problem, keep dates as the strings the user wrote, and read `on:` as a string
 (YAML 1.2; PyYAML's 1.1 rules would make it the boolean True).
+
+It also refuses hostile input before it can cost memory, time or a traceback: only regular files,
+at most `MAX_BYTES`, nesting at most `MAX_DEPTH` deep, at most `MAX_ALIAS_NODES` values copied
+through aliases (a "billion laughs" file), each refused with one problem naming the file. The limits
+are far above any real config (the largest example mapping is 3 KB and 4 levels deep).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +25,17 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, Tag, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
 from connector.errors import ConfigError, Problem
 
 KeyPath = tuple[str | int, ...]
+
+MAX_BYTES = 1024 * 1024  # 1 MiB
+MAX_DEPTH = 64  # nested mappings and lists, counting what aliases bring in
+MAX_ALIAS_NODES = 10_000  # values copied in through `*alias` references, over the whole file
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}\n]*))?\}")
 _PLACEHOLDER = re.compile(r"__connector_env_\d+__")
@@ -68,18 +79,16 @@ def load_yaml(file: Path, *, env_refs: bool = False) -> YamlDocument:
     a plain scalar inside a flow mapping, yet `auth: {access_token: ${TOKEN}}` is how people write it.
     """
     doc = YamlDocument(file=file, data=None)
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        doc.problems.append(Problem(file, None, "file not found"))
-        return doc
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
-        doc.problems.append(Problem(file, None, f"cannot read the file: {exc}"))
+    text = _read_text(doc)
+    if text is None:
         return doc
     if env_refs:
         text = _ENV.sub(lambda m: _placeholder(doc, m.group(0)), text)
     yaml = YAML(typ="rt")
     try:
+        # The composer recurses once per level: measure the nesting on the flat event stream first.
+        if not _shallow_enough(yaml, text, doc):
+            return doc
         node = yaml.compose(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -99,7 +108,12 @@ def load_yaml(file: Path, *, env_refs: bool = False) -> YamlDocument:
         doc.data = {}
         doc.lines[()] = 1
         return doc
-    doc.data = _convert(node, (), doc)
+    try:
+        doc.data = _convert(node, (), doc, _Budget())
+    except _TooBig as exc:
+        doc.problems.append(Problem(file, exc.line, exc.message))
+        doc.data = None
+        return doc
     # An empty document (`---`, `null`) is reported at the top of the file.
     doc.lines[()] = 1 if doc.data is None else node.start_mark.line + 1
     return doc
@@ -113,10 +127,86 @@ _SCALAR_TAGS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def _convert(node: Node, path: KeyPath, doc: YamlDocument, active: frozenset[int] = frozenset()) -> Any:
+def _read_text(doc: YamlDocument) -> str | None:
+    """The file's text, or None with a problem: missing, not a regular file, too large, not UTF-8."""
+    file = doc.file
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the fstat below refuses it anyway.
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        doc.problems.append(Problem(file, None, "file not found"))
+        return None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        doc.problems.append(Problem(file, None, f"cannot read the file: {getattr(exc, 'strerror', None) or exc}"))
+        return None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device, pipe or socket"
+        doc.problems.append(Problem(file, None, f"is {kind}, not a regular file"))
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        # Read one byte past the limit rather than trusting st_size: the file may grow while read.
+        try:
+            raw = handle.read(MAX_BYTES + 1)
+        except OSError as exc:
+            doc.problems.append(Problem(file, None, f"cannot read the file: {exc.strerror or exc}"))
+            return None
+    if len(raw) > MAX_BYTES:
+        doc.problems.append(Problem(file, None, f"is larger than {MAX_BYTES // 1024} KiB: not a connector file"))
+        return None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        doc.problems.append(Problem(file, line, "is not a UTF-8 text file (a YAML file is text)"))
+        return None
+
+
+def _shallow_enough(yaml: YAML, text: str, doc: YamlDocument) -> bool:
+    depth = 0
+    for event in yaml.parse(text):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else None
+                doc.problems.append(Problem(doc.file, line, f"nested more than {MAX_DEPTH} levels deep"))
+                return False
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, AliasEvent):
+            pass  # what an alias brings in is counted while converting
+    return True
+
+
+class _TooBig(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        self.line, self.message = line, message
+
+
+@dataclass
+class _Budget:
+    """What aliases may still bring in: each node reached a second time counts, with all below it."""
+
+    seen: set[int] = field(default_factory=set)
+    copied: int = 0
+
+
+def _convert(
+    node: Node, path: KeyPath, doc: YamlDocument, budget: _Budget, active: frozenset[int] = frozenset()
+) -> Any:
     if id(node) in active:
         doc.problems.append(Problem(doc.file, node.start_mark.line + 1, "a YAML alias refers to itself"))
         return None
+    line = node.start_mark.line + 1
+    if len(active) >= MAX_DEPTH:
+        raise _TooBig(line, f"nested more than {MAX_DEPTH} levels deep (through YAML aliases)")
+    if id(node) in budget.seen:
+        budget.copied += 1
+        if budget.copied > MAX_ALIAS_NODES:
+            message = f"YAML aliases expand to more than {MAX_ALIAS_NODES:,} values (a 'billion laughs' file?)"
+            raise _TooBig(line, message)
+    budget.seen.add(id(node))
     active = active | {id(node)}
     if isinstance(node, MappingNode):
         result: dict[str, Any] = {}
@@ -134,13 +224,13 @@ def _convert(node: Node, path: KeyPath, doc: YamlDocument, active: frozenset[int
                 )
                 continue
             doc.lines[key_path] = key_node.start_mark.line + 1
-            result[key] = _convert(value_node, key_path, doc, active)
+            result[key] = _convert(value_node, key_path, doc, budget, active)
         return result
     if isinstance(node, SequenceNode):
         items = []
         for index, item in enumerate(node.value):
             doc.lines[(*path, index)] = item.start_mark.line + 1
-            items.append(_convert(item, (*path, index), doc, active))
+            items.append(_convert(item, (*path, index), doc, budget, active))
         return items
     assert isinstance(node, ScalarNode)
     tag = node.tag
@@ -214,6 +304,16 @@ def _data_path(data: Any, loc: tuple[int | str, ...]) -> KeyPath:
 
 def report_validation_error(doc: YamlDocument, exc: ValidationError, model: type[BaseModel]) -> None:
     """Add one problem per pydantic error, located at its line, never echoing a secret value."""
+    known_top = keys_at(model, ())
+    written = [k for k in doc.data if (k,) in doc.lines] if isinstance(doc.data, dict) else []
+    if written and known_top and not set(written) & set(known_top):
+        # Not a connector file at all (someone's /etc/shadow, a docker-compose file): its keys are
+        # someone else's data, so none is echoed back.
+        doc.problem(
+            (), f"is not a connector {_kind(model)} file: none of its {len(written)} top-level "
+            f"keys is one it takes ({', '.join(known_top)})"
+        )
+        return
     seen: set[tuple[KeyPath, str]] = set()
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
@@ -228,6 +328,10 @@ def report_validation_error(doc: YamlDocument, exc: ValidationError, model: type
             continue
         seen.add((path, message))
         doc.problem(path, f"{dotted(path)}: {message}")
+
+
+def _kind(model: type[BaseModel]) -> str:
+    return "mapping" if "Mapping" in model.__name__ else "config"
 
 
 def _value_at(data: Any, path: KeyPath) -> Any:

@@ -321,7 +321,7 @@ def test_a_file_that_is_not_utf8_is_a_problem_not_a_crash(tmp_path: Path) -> Non
     mapping, problems = read_mapping(path)
     assert mapping is None
     assert len(problems) == 1
-    assert str(problems[0]).startswith(f"{path}: cannot read the file: ")
+    assert str(problems[0]) == f"{path}:2: is not a UTF-8 text file (a YAML file is text)"
 
 
 def test_every_problem_at_once(tmp_path: Path) -> None:

@@ -548,3 +548,118 @@ def test_migration_0002_upgrades_and_downgrades(db_url: str) -> None:
         assert db.head_revision() != "0001"
     finally:
         store.close()
+
+
+# --- exactly once: concurrent senders, a stop mid-batch ---------------------------------------------
+def test_two_senders_at_once_deliver_each_message_exactly_once(world_factory: Any, hook: Hook) -> None:
+    """Two notify passes at the same moment (two daemons, or two objects' timers in one) on one store."""
+    world = world_factory(notifications_yaml(None, hook.url))
+    for i in range(40):
+        world.lead(f"L{i}", "Open", T0)
+    notify_job(world.engine, T0 + HOUR, lambda _m: None)  # the mark starts here: later moves are news
+    for i in range(40):
+        world.lead(f"L{i}", "Contacted", T0 + 2 * HOUR)
+    other = Engine(load_config(world.path), open_store(world.db_url), {})
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def sender(engine: Engine) -> None:
+        try:
+            start.wait(timeout=10)
+            for minute in range(3):
+                notify_job(engine, T0 + 3 * HOUR + minute * timedelta(minutes=1))
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    try:
+        threads = [threading.Thread(target=sender, args=(e,)) for e in (world.engine, other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        other.store.close()
+    assert not failures, failures
+    keys = [payload["key"] for _, payload in hook.received]
+    assert len(keys) == 40
+    assert sorted(set(keys)) == sorted(keys)
+    assert {(r.state, r.attempts) for r in world.rows()} == {("sent", 1)}
+
+
+def test_a_stop_mid_batch_gives_the_unsent_back_to_pending(world_factory: Any) -> None:
+    world = world_factory(notifications_yaml(None, "http://127.0.0.1:9/hook"))
+    for i in range(5):
+        world.lead(f"L{i}", "Open", T0)
+    notify_job(world.engine, T0, lambda _m: None)
+    for i in range(5):
+        world.lead(f"L{i}", "Contacted", T0 + HOUR)
+    stop = threading.Event()
+    sent: list[Message] = []
+
+    def send(message: Message) -> None:
+        sent.append(message)
+        stop.set()  # SIGTERM arrives while the first message is sent
+
+    notify_job(world.engine, T0 + 2 * HOUR, send, stop=stop)
+    assert len(sent) == 1
+    states = sorted((r.state, r.attempts, r.next_attempt_at.replace(tzinfo=UTC) <= T0 + 2 * HOUR) for r in world.rows())
+    assert states == [("pending", 0, True)] * 4 + [("sent", 1, False)]
+    notify_job(world.engine, T0 + 2 * HOUR, sent.append)  # the next daemon sends the rest, once
+    assert sorted(m.key for m in sent) == sorted({m.key for m in sent}) and len(sent) == 5
+
+
+@pytest.fixture
+def tls_smtp() -> Iterator[tuple[Inbox, int, str, list[tuple[str, str]]]]:
+    """A real SMTP server on loopback that requires STARTTLS (a trustme certificate) before AUTH LOGIN/PLAIN."""
+    import ssl
+
+    import trustme
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    logins: list[tuple[str, str]] = []
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=data.password == b"mail-s3cret")
+
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+        authenticator=authenticate, auth_require_tls=True,
+    )
+    controller.start()
+    folder = Path(__import__("tempfile").mkdtemp())
+    ca_pem = folder / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    try:
+        yield inbox, port, str(ca_pem), logins
+    finally:
+        controller.stop()
+
+
+def test_email_over_starttls_with_login(
+    world_factory: Any, tls_smtp: tuple[Inbox, int, str, list[tuple[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inbox, port, ca_pem, logins = tls_smtp
+    # The server's certificate is trusted the way an admin trusts a private CA: SSL_CERT_FILE.
+    monkeypatch.setenv("SSL_CERT_FILE", ca_pem)
+    monkeypatch.setenv("SMTP_PASSWORD", "mail-s3cret")
+    smtp = (
+        f"  smtp: {{host: 127.0.0.1, port: {port}, sender: connector@acme.test, starttls: true,\n"
+        '          username: connector, password: "${SMTP_PASSWORD}"}'
+    )
+    world = world_factory("notifications:\n" + smtp + '\n  owners: {"005-ana": ana@acme.test}')
+    world.lead("L1", "Open", T0)
+    notify_job(world.engine, T0)
+    world.lead("L1", "Contacted", T0 + HOUR)
+    stats = notify_job(world.engine, T0 + 2 * HOUR)
+    assert (stats.sent, stats.errors) == (1, [])
+    assert logins == [("connector", "mail-s3cret")]
+    assert [(m["To"], m["Subject"]) for m in inbox.messages] == [("ana@acme.test", "Lead L1 entered Working")]
+

@@ -68,7 +68,7 @@ from connector.sources.hubspot_pacing import Pacer, Transport
 from connector.sources.hubspot_stream import LIFECYCLE, Json, Stream, at_ms, millis, ms_of, to_ms
 from connector.sources.hubspot_window import Mark, Search, SearchWindow, WindowStalled, first_search
 from connector.sources.hubspot_writes import Writer
-from connector.sources.retry import RetryPolicy
+from connector.sources.retry import RetryPolicy, pause
 
 SEARCH_PAGE = 200
 LIST_PAGE = 100
@@ -92,8 +92,8 @@ class HubSpot:
         name: str,
         settings: HubSpotSource,
         *,
-        retry_sleep: Callable[[float], None] = time.sleep,
-        pace_sleep: Callable[[float], None] = time.sleep,
+        retry_sleep: Callable[[float], None] = pause,
+        pace_sleep: Callable[[float], None] = pause,
         clock: Callable[[], float] = time.monotonic,
         searches_per_second: float = SEARCHES_PER_SECOND,
     ) -> None:

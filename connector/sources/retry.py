@@ -1,9 +1,15 @@
-"""The one retry policy around CRM transport calls, built from a source's settings."""
+"""The one retry policy around CRM transport calls, built from a source's settings.
+
+Every wait in it (backoff, `Retry-After`, HubSpot's pacing) goes through `pause`, which waits on the
+process's stop event instead of `time.sleep`: a daemon told to stop while a CRM is unreachable or
+rate-limited stops within its bound, not after a minute of backoff. An interrupted wait raises
+`Stopped`, which the daemon treats as the end of the job, not as the CRM's failure.
+"""
 
 from __future__ import annotations
 
 import random
-import time
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -14,6 +20,28 @@ from connector.sources.errors import Action, CrmError
 T = TypeVar("T")
 
 RETRIED = frozenset({Action.RETRY, Action.RATE_LIMIT, Action.REAUTH})
+
+_stopping = threading.Event()  # replaced by the daemon's own stop event (`stop_on`)
+
+
+class Stopped(Exception):
+    """A wait was cut short because the process is stopping; the work in hand is given up, not failed."""
+
+
+def stop_on(event: threading.Event) -> None:
+    """Make every `pause` of this process end as soon as `event` is set."""
+    global _stopping
+    _stopping = event
+
+
+def stopping() -> bool:
+    return _stopping.is_set()
+
+
+def pause(seconds: float) -> None:
+    """Sleep for `seconds`, or raise `Stopped` as soon as the process is told to stop."""
+    if _stopping.wait(max(0.0, seconds)):
+        raise Stopped(f"stopping: a wait of {seconds:.1f}s was cut short")
 
 
 class RetryPolicy:
@@ -31,7 +59,7 @@ class RetryPolicy:
         base: float = 0.5,
         cap: float = 60.0,
         reauthenticate: Callable[[], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = pause,
         rng: random.Random | None = None,
     ) -> None:
         self.translate = translate
@@ -57,9 +85,11 @@ class RetryPolicy:
 
         def attempt() -> T:
             nonlocal reauthenticated
+            if _stopping.is_set():  # a stop between two attempts: do not start another call
+                raise Stopped("stopping: no further attempt")
             try:
                 return fn()
-            except CrmError:
+            except (CrmError, Stopped):
                 raise
             except Exception as exc:
                 error = self.translate(exc)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +40,7 @@ from connector.sources.base import (
     WriteOutcome,
 )
 from connector.sources.errors import Action, CrmError, SourcePaused
-from connector.sources.retry import RetryPolicy
+from connector.sources.retry import RetryPolicy, pause
 from connector.sources.salesforce_activity import KNOWN_PREFIXES, TaskRule, parse_rules
 from connector.sources.salesforce_auth import Grant, configured_token, request_token
 from connector.sources.salesforce_events import ActivityReader
@@ -129,7 +128,7 @@ class Salesforce:
         name: str,
         settings: SalesforceSource,
         *,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = pause,
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
