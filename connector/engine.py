@@ -175,9 +175,11 @@ class Engine:
             for remote in candidates:
                 record = stored.get(remote.id)
                 item = pending.get(record.id) if record is not None else None
-                if record is not None and item is not None and our_write(record, remote, item[2]):
+                stale = record is not None and rules.is_stale(record.remote_modified_at, remote.modified_at)
+                if record is not None and item is not None and not stale and our_write(record, remote, item[2]):
                     # Our write-back reached the CRM but its confirmation was lost (a crash between the
-                    # two): reading it back is the confirmation, not a person's change (rule 1).
+                    # two): reading it back is the confirmation, not a person's change (rule 1). A stale
+                    # read that shows the same status is older than our write: it confirms nothing (rule 5).
                     record = replace(record, state=rules.written(record.state, item[2]))
                     repo.finish_item(session, item[0], item[1], "done", now, "confirmed by reading it back")
                     confirmed = decide_remote(record, remote, synced.mapping) or plain_write(

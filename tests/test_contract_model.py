@@ -361,3 +361,43 @@ def test_a_killed_write_then_a_newer_stage_is_not_taken_for_a_person_s_change(st
     view = store_view(store, synced)["r1"]
     assert [e for e in view["history"] if e[3] == "external" and e[4] == "Contacted"] == []
     assert (view["stage"], crm.live("r1").status) == ("Unresponsive", "No Response")
+
+
+def pull_at(engine: Engine, synced: SyncedObject, crm: LaggyCrm, seconds: int, lag: int = 0) -> None:
+    crm.now, crm.lag = T0 + seconds * SECOND, lag * SECOND
+    engine.pull(synced, crm.now)
+
+
+def test_a_stale_read_of_the_status_we_are_about_to_write_confirms_nothing(store: Store, tmp_path: Path) -> None:
+    """Rule 5 before the read-back confirmation: a lagging search that shows an old status equal to our
+    pending one is not our write landing; taking it so marked the item done and the CRM never got it."""
+    engine, synced, crm, drain = rig(store, tmp_path, "hubspot")
+    crm.now = T0 + 10 * SECOND
+    crm.edit("r1", "Contacted", timedelta(0))
+    pull_at(engine, synced, crm, 20)
+    crm.edit("r1", "Open", timedelta(0))  # a person, at T0+20s
+    pull_at(engine, synced, crm, 40)
+    engine.set_stage(synced, "r1", "Working", crm.now)  # queues Contacted
+    pull_at(engine, synced, crm, 50, lag=35)  # the index still shows Contacted from T0+10s
+    drain.run(synced, crm.now)
+    pull_at(engine, synced, crm, 60)
+    view = store_view(store, synced)["r1"]
+    assert (view["stage"], view["set_by"], crm.live("r1").status) == ("Working", "manual", "Contacted")
+
+
+def test_a_write_found_landed_keeps_the_crm_s_stamp(store: Store, tmp_path: Path) -> None:
+    """After a kill, the drain finds our write in the CRM and confirms it; the stamp it read is what the
+    store knows since, so a lagging search that still shows the status before it is stale (rule 5)."""
+    engine, synced, crm, drain = rig(store, tmp_path, "hubspot")
+    crm.now = T0 + 10 * SECOND
+    crm.edit("r1", "Contacted", timedelta(0))
+    pull_at(engine, synced, crm, 20)
+    engine.set_stage(synced, "r1", "Won", crm.now)  # queues Closed Won
+    crm.now, crm.faults["write"] = T0 + 30 * SECOND, "kill"
+    with pytest.raises(Killed):
+        drain.run(synced, crm.now)
+    crm.now = T0 + 40 * SECOND
+    assert drain.run(synced, crm.now).done == 1  # found landed
+    pull_at(engine, synced, crm, 50, lag=30)  # the index shows Contacted from T0+10s
+    view = store_view(store, synced)["r1"]
+    assert (view["stage"], view["set_by"], view["remote"]) == ("Won", "manual", "Closed Won")
