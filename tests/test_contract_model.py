@@ -317,7 +317,7 @@ def machine_settings(examples: int) -> settings:
 
 
 def test_the_contract_under_lag_faults_and_kills(store: Store, tmp_path: Path) -> None:
-    run_state_machine_as_test(machine_for(store, tmp_path), settings=machine_settings(60))
+    run_state_machine_as_test(machine_for(store, tmp_path), settings=machine_settings(30))
 
 
 @pytest.mark.slow
