@@ -103,9 +103,11 @@ class LaggyCrm:
         last = versions[-1].stamp if versions else None
         return self.now if last is None or self.now > last else last + MS
 
-    def create(self, rid: str, status: str, created: datetime, modified: datetime) -> None:
+    def create(
+        self, rid: str, status: str, created: datetime, modified: datetime, delay: timedelta = timedelta(0)
+    ) -> None:
         self.created[rid] = created
-        self.versions[rid] = [Version(status, modified, modified, "person")]
+        self.versions[rid] = [Version(status, modified, modified + delay, "person")]
 
     def edit(self, rid: str, status: str, delay: timedelta) -> None:
         """A person's edit, committed (visible) `delay` after its stamp; one record's edits commit in order."""

@@ -205,13 +205,13 @@ class World:
             assert self.baseline is not None
             fresh = []
             for event in page:
-                if event.key not in self.seen_keys:
+                # Activity on a record no pull has shown yet is not taken in: the settle window reads it
+                # again, and it counts once the record is known ("a pull sees them late", rule 4).
+                if event.key not in self.seen_keys and event.record_id in self.records:
                     self.seen_keys.add(event.key)
                     fresh.append(event)
             for event in sorted(fresh, key=lambda e: (e.at, e.key)):
-                rec = self.records.get(event.record_id)
-                if rec is not None:
-                    rec.activity_event(event.type, event.at, self.baseline, now)
+                self.records[event.record_id].activity_event(event.type, event.at, self.baseline, now)
 
     def due(self, now: datetime) -> list[str]:
         return sorted(rid for rid, r in self.records.items() if r.pending is not None and r.due and r.due <= now)

@@ -45,7 +45,9 @@ from tests.contract_crm import Killed, LaggyCrm
 from tests.contract_model import KNOWN_KILLED_WRITE_IS_TAKEN_FOR_A_PERSON_S, Rec, World, sent_writes
 from tests.test_state_machine import EVENTS, STAGE_OF, STAGES, STATUS_OF, UNMAPPED, empty, make_synced
 
-IDS = ["r1", "r2", "r3"]
+IDS = ["r1", "r2", "r3"]  # in the CRM long before the first sync
+NEW_IDS = ["r4", "r5"]  # created after it
+ALL_IDS = IDS + NEW_IDS
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 SECOND, MINUTE, DAY = timedelta(seconds=1), timedelta(minutes=1), timedelta(days=1)
 MAX_LAG = 3 * MINUTE
@@ -68,7 +70,7 @@ class TopJitter(random.Random):
 def store_view(store: Store, synced: SyncedObject) -> dict[str, dict[str, Any]]:
     """What the store holds per record, in the model's terms."""
     with store.transaction() as session:
-        records = repo.load_records(session, synced.source, synced.name, IDS)
+        records = repo.load_records(session, synced.source, synced.name, ALL_IDS)
         by_id = {r.id: external_id for external_id, r in records.items()}
         history: dict[str, list[Any]] = {rid: [] for rid in records}
         for t in session.scalars(select(TransitionRow).order_by(TransitionRow.id)):
@@ -176,20 +178,26 @@ class ContractMachine(RuleBasedStateMachine):
 
     # --- people in the CRM -------------------------------------------------------------------------
     @rule(
-        rid=st.sampled_from(IDS),
+        rid=st.sampled_from(ALL_IDS),
         status=st.sampled_from(STATUSES),
         delay=st.sampled_from([timedelta(0), timedelta(0), 30 * SECOND, MAX_DELAY]),
     )
     def person_edits(self, rid: str, status: str, delay: timedelta) -> None:
-        self.crm.edit(rid, status, delay)
+        """A person edits a record; a record not created yet is created now (after the baseline)."""
+        if rid in self.crm.versions:
+            self.crm.edit(rid, status, delay)
+        else:
+            self.crm.create(rid, status, self.crm.stamp(rid), self.crm.stamp(rid), delay)
 
     @rule(
-        rid=st.sampled_from(IDS),
+        rid=st.sampled_from(ALL_IDS),
         event=st.sampled_from(EVENTS),
         dated=st.sampled_from(["now", "an hour ago", "before the baseline"]),
         delay=st.sampled_from([timedelta(0), 45 * SECOND, MAX_DELAY]),
     )
     def activity_happens(self, rid: str, event: str, dated: str, delay: timedelta) -> None:
+        if rid not in self.crm.versions:
+            return
         at = {"now": self.now, "an hour ago": self.now - 60 * MINUTE, "before the baseline": T0 - 3 * DAY}[dated]
         self.keys += 1
         self.crm.add_activity(f"act-{self.keys:05d}", rid, event, at.replace(microsecond=0), delay)
@@ -231,8 +239,10 @@ class ContractMachine(RuleBasedStateMachine):
             self.crm.faults["write"] = what
 
     # --- admins --------------------------------------------------------------------------------------
-    @rule(rid=st.sampled_from(IDS), stage=st.sampled_from(STAGES))
+    @rule(rid=st.sampled_from(ALL_IDS), stage=st.sampled_from(STAGES))
     def stage_set(self, rid: str, stage: str) -> None:
+        if rid not in self.world.records:
+            return
         self.engine.set_stage(self.synced, rid, stage, self.now)
         self.world.records[rid].manual(stage, "manual", self.now)
 
@@ -242,8 +252,10 @@ class ContractMachine(RuleBasedStateMachine):
         for rid, stage in rows:
             self.world.records[rid].manual(stage, "import", self.now)
 
-    @rule(rid=st.sampled_from(IDS))
+    @rule(rid=st.sampled_from(ALL_IDS))
     def unlock(self, rid: str) -> None:
+        if rid not in self.world.records:
+            return
         self.engine.unlock(self.synced, rid, self.now)
         self.world.records[rid].unlock()
 
@@ -393,3 +405,19 @@ def test_a_write_found_landed_keeps_the_crm_s_stamp(store: Store, tmp_path: Path
     pull_at(engine, synced, crm, 50, lag=30)  # the index shows Contacted from T0+10s
     view = store_view(store, synced)["r1"]
     assert (view["stage"], view["set_by"], view["remote"]) == ("Won", "manual", "Closed Won")
+
+
+def test_activity_seen_before_its_new_record_counts_once_the_record_is(store: Store, tmp_path: Path) -> None:
+    """A lead created after the baseline commits late; a reply logged on it shows in the activity pull
+    first. The reply must not be spent as an orphan: the settle window reads it again (rule 4)."""
+    engine, synced, crm, _ = rig(store, tmp_path, "salesforce")
+    crm.now = T0 + 10 * SECOND
+    crm.create("r4", "Open", crm.now, crm.now, delay=2 * MINUTE)
+    crm.add_activity("act-1", "r4", "email_replied", crm.now, timedelta(0))
+    for seconds in (20, 80, 140):
+        crm.now = T0 + seconds * SECOND
+        engine.pull(synced, crm.now)
+        engine.pull_events(synced, crm.now)
+    view = store_view(store, synced)["r4"]
+    assert view["history"] == [(None, "New", False, "external", "Open"), ("New", "Working", False, "event", None)]
+    assert (view["entered"], view["activity"], view["pending"]) == (T0 + 10 * SECOND, T0 + 10 * SECOND, ["Contacted"])
