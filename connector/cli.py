@@ -8,14 +8,18 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from connector.config import Config, default_config_path, load_config
-from connector.engine import Engine
 from connector.errors import ConfigError, ConnectorError, UsageError
-from connector.progress import counting
+
+if TYPE_CHECKING:
+    from connector.config import Config
+    from connector.engine import Engine
+
+# Commands import what they need inside their bodies: `connector --help`, `status` and `explain` must
+# start at once, without the CRM clients, alembic or matplotlib (tests/test_lazy_imports.py guards it).
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,6 +43,7 @@ class Context:
 
     def engine(self, *, with_sources: bool = False) -> Engine:
         if self._engine is None:
+            from connector.engine import Engine
             from connector.store.db import open_store
 
             store = open_store(self.config.database_url)
@@ -58,6 +63,8 @@ class Context:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from connector.config import load_config
+
             self._config = load_config(self.config_path)
             for warning in self._config.warnings:
                 click.echo(str(warning), err=True)
@@ -72,6 +79,26 @@ def _parse_now(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 instant such as 2026-05-01T09:00:00Z") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def outside_failure(exc: BaseException, source: str | None) -> tuple[str, int] | None:
+    """The one line and exit code for a failure outside the user's control, or None for a bug.
+
+    A CRM's refusal or an unreachable CRM (already classified as a CrmError by the sources, with the
+    CRM's words) and a file the system will not let us read end a command the same way everywhere:
+    the source, the cause, exit 2 when the admin must change something, else 1.
+    """
+    from connector.sources.errors import Action, CrmError
+
+    where = f"{source}: " if source else ""
+    if isinstance(exc, CrmError):
+        admin = exc.action is Action.ADMIN
+        hint = " (check the source's credentials, permissions and field names)" if admin else ""
+        return f"error: {where}{exc.describe()}{hint}", 2 if admin else 1
+    if isinstance(exc, OSError):
+        name = f": {exc.filename}" if exc.filename else ""
+        return f"error: {where}{exc.strerror or exc}{name}", 2 if exc.filename else 1
+    return None
 
 
 def common(func: F) -> F:
@@ -89,6 +116,8 @@ def common(func: F) -> F:
     )
     @functools.wraps(func)
     def wrapper(config_path: Path | None, now: datetime | None, **kwargs: Any) -> Any:
+        from connector.config import default_config_path
+
         context = Context(config_path or default_config_path(), now)
         try:
             return func(context, **kwargs)
@@ -99,6 +128,12 @@ def common(func: F) -> F:
         except ConnectorError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:
+            failure = outside_failure(exc, kwargs.get("source"))
+            if failure is None:
+                raise  # a bug: the traceback is what a bug report needs
+            click.echo(failure[0], err=True)
+            sys.exit(failure[1])
         finally:
             context.close()
 
@@ -113,25 +148,13 @@ def main() -> None:
 
 @main.command()
 @click.option("--live", is_flag=True, help="also check in the CRM that each field exists and every value is mapped")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object: ok, and every problem found")
 @common
-def validate(ctx: Context, live: bool) -> None:
+def validate(ctx: Context, live: bool, as_json: bool) -> None:
     """Check the config and every mapping file; every problem is listed with file:line."""
-    config = ctx.config
-    mappings = {o.mapping.file for o in config.objects.values()}
-    files = "mapping file" if len(mappings) == 1 else "mapping files"
-    click.echo(f"{ctx.config_path}: ok ({len(config.objects)} objects, {len(mappings)} {files})")
-    if live:
-        from connector.live import validate_live
-        from connector.sources.factory import open_sources
+    from connector.cli_validate import run_validate
 
-        sources = open_sources(config)
-        try:
-            failed = validate_live(sources, list(config.objects.values()), click.echo)
-        finally:
-            for source in sources.values():
-                source.close()
-        if failed:
-            sys.exit(2)
+    sys.exit(run_validate(ctx, live, as_json))
 
 
 @main.command()
@@ -241,6 +264,7 @@ def event(ctx: Context, source: str, object_name: str, record_id: str, event_typ
 def sync(ctx: Context, source: str | None, object_name: str | None, once: bool, dry_run: bool, as_json: bool) -> None:
     """One full cycle: pull, activity, timers (as of --now), write-back. Exit 1 if records failed."""
     from connector.cycle import Jobs
+    from connector.progress import counting
     from connector.sync_commands import outcome_json, outcome_line
 
     engine = ctx.engine(with_sources=True)
@@ -303,16 +327,20 @@ def resync(
 
 @main.command()
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--listen", metavar="HOST:PORT", help="serve the health page, /healthz and /metrics here (server.listen)")
 @common
-def run(ctx: Context, log_format: str) -> None:
+def run(ctx: Context, log_format: str, listen: str | None) -> None:
     """The daemon: scheduled pulls, write-back, timers and reconcile, until SIGTERM or SIGINT."""
     import threading
 
     from connector import logs
+    from connector.config import with_listen
     from connector.daemon import Daemon, install_stop_handlers
 
     stop = threading.Event()
     install_stop_handlers(stop)
+    if listen is not None:
+        ctx._config = with_listen(ctx.config, listen)
     logs.configure(log_format, logs.secret_values(ctx.config))
     Daemon(ctx.engine(with_sources=True), stop=stop).run_forever()
 
@@ -341,6 +369,8 @@ def mapping_init(ctx: Context, source: str, object_name: str, field_name: str, o
     if source not in config.sources:
         names = sorted(config.sources)
         raise UsageError(f"unknown source '{source}'{suggest(source, names)}; sources: {', '.join(names)}")
+    if source in config.missing_files:
+        raise ConfigError(list(config.missing_files[source]))
     if out is not None and out.exists() and not force:
         raise UsageError(f"{out} exists; pass --force to overwrite it")
     settings = config.sources[source]
@@ -374,6 +404,22 @@ def demo(keep: bool) -> None:
     sys.exit(run_demo(click.echo, keep))
 
 
+@main.command()
+@click.option(
+    "--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=Path("connector-sandbox"),
+    show_default=True, help="folder for config.yaml, the CA file and the ports (reused when it exists)",
+)
+def sandbox(folder: Path) -> None:
+    """Serve both sandbox CRMs on loopback until Ctrl-C, with a config.yaml in --dir that points at them."""
+    from connector.sandbox_cmd import serve
+
+    try:
+        sys.exit(serve(folder, click.echo))
+    except ConnectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @common
@@ -392,3 +438,4 @@ def print_json(data: Any) -> None:
 from connector.cli_reports import register as _register_reports  # noqa: E402
 
 _register_reports(main)
+import connector.cli_outbox  # noqa: E402,F401  (adds `outbox` to `main`; see that module)

@@ -14,8 +14,12 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from connector import importer
 
 _groups: list[click.Group] = []
 
@@ -28,7 +32,6 @@ def register(main: click.Group) -> None:
 
 
 from connector.cli import Context, common  # noqa: E402
-from connector.durations import parse_duration  # noqa: E402
 from connector.errors import UsageError  # noqa: E402
 
 LARGE = 2000  # rows to apply from which progress is shown
@@ -74,10 +77,11 @@ def _progress(total: int) -> Callable[[int, int], None] | None:
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="where to write rejected rows (default FILE.rejects.csv, when there are any)")
 @click.option("--dry-run", is_flag=True, help="check every row and write the rejects; change nothing")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON summary (rejects included) instead of text")
 @common
 def import_command(
     ctx: Context, file: Path, source: str, object_name: str, id_column: str | None, stage_column: str | None,
-    rejects_path: Path | None, dry_run: bool,
+    rejects_path: Path | None, dry_run: bool, as_json: bool,
 ) -> None:
     """Set stages from a CSV (by stage name or CRM status); write-backs are queued; bad rows are rejected.
 
@@ -91,6 +95,9 @@ def import_command(
         engine, synced, file, ctx.now, id_column=id_column, stage_column=stage_column,
         rejects_path=rejects_path, dry_run=dry_run, progress=_progress,
     )
+    if as_json:
+        click.echo(json.dumps(_import_json(report), indent=2))
+        sys.exit(1 if report.rejected else 0)
     click.echo(
         f"read {file.name}: {importer.describe_encoding(report.encoding)}, "
         f"{importer.describe_delimiter(report.delimiter)}-delimited; ids from '{report.id_column}', "
@@ -111,6 +118,26 @@ def import_command(
         sys.exit(1)
 
 
+def _import_json(report: importer.ImportReport) -> dict[str, Any]:
+    return {
+        "source": report.source,
+        "object": report.object,
+        "file": str(report.file),
+        "dry_run": report.dry_run,
+        "encoding": report.encoding,
+        "delimiter": report.delimiter,
+        "id_column": report.id_column,
+        "stage_column": report.stage_column,
+        "rows": report.rows,
+        "applied": report.applied,
+        "rejected": report.rejected,
+        "unchanged": report.unchanged,
+        "writebacks_queued": 0 if report.dry_run else report.writebacks,
+        "rejects": [{"line": r.line, "reason": r.reason} for r in report.rejects],
+        "rejects_file": str(report.rejects_file) if report.rejects_file and report.rejected else None,
+    }
+
+
 @click.group()
 def report() -> None:
     """Reports over the store: the funnel."""
@@ -119,6 +146,8 @@ def report() -> None:
 def _since(value: str | None, now: datetime) -> datetime | None:
     if value is None:
         return None
+    from connector.durations import parse_duration
+
     text = value.strip()
     try:
         return now - parse_duration(text)
@@ -152,7 +181,7 @@ def funnel_command(
 
     engine = ctx.engine()
     objects = engine.objects(source, object_name)
-    funnels = reports.funnel(engine, objects, _since(since_text, ctx.now))
+    funnels = reports.funnel(engine, objects, _since(since_text, ctx.now), ctx.now)
     if fmt == "png":
         path = out or Path("funnel.png")
         reports.render_png(funnels, path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -19,14 +19,17 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from connector.durations import Duration, Percent, parse_duration
-from connector.errors import ConfigError, Problem
+from connector.errors import ConfigError, Problem, UsageError
 from connector.mapping import StageMapping, read_mapping
-from connector.yamlfile import YamlDocument, interpolate_env, load_yaml, report_validation_error
+from connector.web.address import is_loopback, split_listen
+from connector.yamlfile import YamlDocument, dotted, interpolate_env, load_yaml, report_validation_error
 
 DEFAULT_CONFIG = "config.yaml"
+MIN_TOKEN_LENGTH = 16  # the health page token: long enough not to be guessed over the network
 
 
 class _Model(BaseModel):
@@ -159,6 +162,26 @@ class Writeback(_Model):
 
 class Server(_Model):
     listen: StrictStr = "127.0.0.1:9108"
+    # Secret: whoever holds it reads the health page; required to listen beyond loopback.
+    token: SecretStr | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> Server:
+        host, _ = split_listen(self.listen)
+        if self.token is not None and len(self.token.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"token must be at least {MIN_TOKEN_LENGTH} characters (a long random value)")
+        if self.token is None and not is_loopback(host):
+            raise ValueError(
+                f"listen {self.listen} is reachable from other machines: set server.token "
+                "(e.g. token: ${CONNECTOR_SERVER_TOKEN}), or listen on 127.0.0.1"
+            )
+        return self
 
 
 class SmtpConfig(_Model):
@@ -202,6 +225,9 @@ class Config:
     model: ConfigFile
     objects: MappingProxyType[tuple[str, str], SyncedObject]
     warnings: tuple[Problem, ...] = ()
+    # A ca_bundle or JWT key file that does not exist, per source: an error for whatever talks to that CRM
+    # (and for `validate`), while commands that only read the store still work.
+    missing_files: MappingProxyType[str, tuple[Problem, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def database_url(self) -> str:
@@ -248,6 +274,11 @@ def load_config(file: Path, environ: dict[str, str] | None = None, *, read_mappi
     for source_name, source in model.sources.items() if read_mappings else ():
         for object_name, settings in source.objects.items():
             path = settings.mapping
+            if path not in mappings and not path.is_file():
+                # Said where the config names it, not as a bare "file not found" on a path nobody typed.
+                key = ("sources", source_name, "objects", object_name, "mapping")
+                problems.append(doc.at(key, f"{dotted(key)}: mapping file not found: {path}"))
+                mappings[path] = None
             if path not in mappings:
                 mapping, found = read_mapping(path)
                 mappings[path] = mapping
@@ -255,9 +286,25 @@ def load_config(file: Path, environ: dict[str, str] | None = None, *, read_mappi
             mapping = mappings[path]
             if mapping is not None:
                 objects[(source_name, object_name)] = SyncedObject(source_name, object_name, settings, mapping)
+    missing = _missing_files(doc, model)
     if any(not p.warning for p in problems):
-        raise ConfigError(problems)
-    return Config(file, model, MappingProxyType(objects), tuple(problems))
+        # Every problem at once: the missing key or CA files too, though alone they would not stop this load.
+        raise ConfigError(problems + [p for found in missing.values() for p in found])
+    return Config(file, model, MappingProxyType(objects), tuple(problems), missing)
+
+
+def _missing_files(doc: YamlDocument, model: ConfigFile) -> MappingProxyType[str, tuple[Problem, ...]]:
+    missing: dict[str, tuple[Problem, ...]] = {}
+    for name, source in model.sources.items():
+        files: list[tuple[tuple[str, ...], Path | None]] = [(("sources", name, "ca_bundle"), source.ca_bundle)]
+        auth = getattr(source, "auth", None)
+        files.append((("sources", name, "auth", "private_key_file"), getattr(auth, "private_key_file", None)))
+        found = tuple(
+            doc.at(key, f"{dotted(key)}: file not found: {path}") for key, path in files if path and not path.is_file()
+        )
+        if found:
+            missing[name] = found
+    return MappingProxyType(missing)
 
 
 def _raw_mapping_paths(data: dict[str, Any]) -> list[Path]:
@@ -301,6 +348,17 @@ def _resolve_paths(doc: YamlDocument, base: Path) -> None:
             for obj in objects.values():
                 if isinstance(obj, dict) and isinstance(obj.get("mapping"), str):
                     obj["mapping"] = str(base / obj["mapping"])
+
+
+def with_listen(config: Config, listen: str) -> Config:
+    """`connector run --listen ADDR`: the config's server settings, its token included, at another address."""
+    token = config.model.server.token if config.model.server is not None else None
+    try:
+        server = Server(listen=listen, token=token)
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise UsageError(f"--listen: {reasons}") from None
+    return replace(config, model=config.model.model_copy(update={"server": server}))
 
 
 def interval(value: str) -> timedelta:

@@ -23,6 +23,7 @@ from connector.store import repo
 from connector.writeback import Drain, DrainStats
 
 log = logging.getLogger("connector.cycle")
+RECHECK = timedelta(minutes=2)  # how often a paused source asks the CRM whether it may resume
 T = TypeVar("T")
 
 
@@ -50,10 +51,12 @@ class Jobs:
         self.engine = engine
         self.stop = stop or threading.Event()
 
-    def _guarded(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome, work: Callable[[], T]) -> T | None:
+    def _guarded(
+        self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome, work: Callable[[], T], job: str = "pull"
+    ) -> T | None:
         paused = self.paused_until(synced, now)
-        if paused is not None:
-            outcome.paused = f"paused until {paused.isoformat()}"
+        if paused is not None and not self._usage_back(synced, now):
+            outcome.paused = f"paused until {paused.isoformat()}, or until the CRM's usage is back under the budget"
             return None
         try:
             result = work()
@@ -71,10 +74,29 @@ class Jobs:
                 else ""
             )
             log.error("%s %s failed: %s%s", synced.source, synced.name, exc.describe(), hint)
-            self._record(synced, now, "failed", exc.describe() + hint)
+            self._record(synced, now, "failed", exc.describe() + hint, job=job)
             return None
-        self._record(synced, now, "ok", None)
+        self._record(synced, now, "ok", None, job=job)
         return result
+
+    def _usage_back(self, synced: SyncedObject, now: datetime) -> bool:
+        """A paused source asks the CRM (one cheap call, at most every RECHECK) whether its usage is
+        back under the budget, rather than waiting out the pause: a new day may have reset it."""
+        with self.engine.store.transaction() as session:
+            last = repo.health(session, synced.source, synced.name).last_run_at
+        source = self.engine.sources.get(synced.source)
+        if source is None or (last is not None and now - last < RECHECK):
+            return False
+        try:
+            usage = source.check_usage(synced.name)
+        except CrmError as exc:
+            self._record(synced, now, "paused", exc.describe(), paused_until=self.paused_until(synced, now))
+            return False
+        budget = self.engine.config.model.sources[synced.source].api_budget
+        if usage.used is None or not usage.limit or usage.used < budget * usage.limit:
+            log.info("%s %s: API usage is back under the budget; resuming", synced.source, synced.name)
+            return True
+        return False
 
     def paused_until(self, synced: SyncedObject, now: datetime) -> datetime | None:
         with self.engine.store.transaction() as session:
@@ -83,7 +105,13 @@ class Jobs:
         return until if until is not None and until > now else None
 
     def _record(
-        self, synced: SyncedObject, now: datetime, outcome: str, error: str | None, paused_until: datetime | None = None
+        self,
+        synced: SyncedObject,
+        now: datetime,
+        outcome: str,
+        error: str | None,
+        paused_until: datetime | None = None,
+        job: str = "pull",
     ) -> None:
         source = self.engine.sources.get(synced.source)
         usage = source.usage() if source is not None else None
@@ -91,6 +119,11 @@ class Jobs:
         def work(session: Session) -> None:
             health = repo.health(session, synced.source, synced.name)
             health.last_run_at = now
+            if usage is not None and usage.used is not None:
+                health.api_used, health.api_limit = usage.used, usage.limit
+            if outcome == "ok" and health.last_outcome == "failed" and health.failed_job not in (None, job):
+                return  # the write-back going well says nothing of a pull that fails, nor the reverse
+            health.failed_job = job if outcome == "failed" else None
             health.last_outcome = outcome
             if error is not None:
                 health.last_error, health.last_error_at = error, now
@@ -99,8 +132,6 @@ class Jobs:
                 health.consecutive_failures = 0
             health.paused_until = paused_until
             health.paused_reason = error if paused_until else None
-            if usage is not None and usage.used is not None:
-                health.api_used, health.api_limit = usage.used, usage.limit
 
         self.engine.store.run(work)
 
@@ -180,7 +211,7 @@ class Jobs:
         def work() -> DrainStats:
             return Drain(self.engine.store, source, settings).run(synced, now, stop=self.stop, paused=bool(waiting))
 
-        result = self._guarded(synced, now, outcome, work)
+        result = self._guarded(synced, now, outcome, work, job="writeback")
         if result is None:
             return
         outcome.drained = result

@@ -24,8 +24,9 @@ from connector.config import SyncedObject
 from connector.cycle import Jobs, ObjectOutcome
 from connector.engine import Engine
 from connector.locks import DaemonLock, object_lock
-from connector.metrics import Metrics, serve
+from connector.metrics import Metrics
 from connector.store import repo
+from connector.web.server import serve
 
 log = logging.getLogger("connector.daemon")
 
@@ -148,15 +149,9 @@ class Daemon:
 
     # --- health ----------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
-        from connector.status import status
+        from connector.web.state import healthz
 
-        data = status(self.engine, self.clock())
-        # Every object that is not ok is listed; degraded (activity unreadable) is reported but healthy.
-        problems = [
-            f"{o['source']} {o['object']}: {o['state']}: {p['message']}" for o in data["objects"] for p in o["problems"]
-        ]
-        bad = any(o["state"] in ("paused", "failing") for o in data["objects"])
-        return not bad, {"ok": not bad, "problems": problems}
+        return healthz(self.engine, self.clock())
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -183,8 +178,8 @@ class Daemon:
                 )
         server = self.engine.config.model.server
         if server is not None:
-            self._server = serve(server.listen, self.metrics, self.health)
-            log.info("metrics on http://%s/metrics, health on /healthz", server.listen)
+            self._server = serve(server, self.metrics, self.engine, self.clock)
+            log.info("health page on http://%s/ (also /healthz, /metrics)", server.listen)
         self.scheduler.start()
         log.info("connector running: %d objects", len(self.engine.objects()))
 

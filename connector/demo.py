@@ -21,6 +21,7 @@ from connector.cycle import Jobs, ObjectOutcome
 from connector.engine import Engine
 from connector.sandbox.hubspot import HubSpotSandbox
 from connector.sandbox.salesforce import SalesforceSandbox
+from connector.sandbox_cmd import start_sandboxes, write_config
 from connector.sources.factory import open_sources
 from connector.store import repo
 from connector.store.db import open_store
@@ -121,10 +122,9 @@ def _moves_since(engine: Engine, since_id: int, echo: Callable[[str], None], lim
 def run_demo(echo: Callable[[str], None] = print, keep: bool = False) -> int:
     rng = random.Random(42)
     folder = Path(tempfile.mkdtemp(prefix="connector-demo-"))
-    sf = SalesforceSandbox(seed=1)
-    hs = HubSpotSandbox(seed=1, rate_limit=100, rate_window=10.0)
-    sf.start()
-    hs.start()
+    # Ports and CA recorded in the folder: after --keep, `connector sandbox --dir` makes its config work again.
+    crms = start_sandboxes(folder)
+    sf, hs = crms.salesforce, crms.hubspot
     engine: Engine | None = None
     try:
         echo(f"Sandbox Salesforce at {sf.url} (TLS), sandbox HubSpot at {hs.url}; working folder {folder}")
@@ -150,7 +150,7 @@ def run_demo(echo: Callable[[str], None] = print, keep: bool = False) -> int:
         sf.edit_as_person("Lead", leads[7], Status="Nurturing")  # a value nobody mapped
         echo(f"Seeded {LEADS} Salesforce leads and {CONTACTS} HubSpot contacts.\n")
 
-        config = load_config(_write_config(folder, sf, hs))
+        config = load_config(write_config(folder, crms, header="Written by `connector demo`."))
         engine = Engine(config, open_store(config.database_url), open_sources(config))
         jobs = Jobs(engine)
         lead, contact = engine.synced("sfdc", "Lead"), engine.synced("hubspot", "contacts")
@@ -209,19 +209,18 @@ def run_demo(echo: Callable[[str], None] = print, keep: bool = False) -> int:
         )
         echo("4. The funnel:")
         _funnel(engine, echo)
-        echo(
-            f"\nTry: connector explain sfdc Lead {held} --config {folder / 'config.yaml'}"
-            if keep
-            else "\nRun `connector demo --keep` to keep the folder and try `connector explain` on it."
-        )
+        if keep:
+            echo(f"\nTry: connector explain sfdc Lead {held} --config {folder / 'config.yaml'}")
+            echo(f"To talk to the CRMs again: connector sandbox --dir {folder} (then use that config)")
+        else:
+            echo("\nRun `connector demo --keep` to keep the folder and try `connector explain` on it.")
         return 0
     finally:
         if engine is not None:
             for source in engine.sources.values():
                 source.close()
             engine.store.close()
-        sf.stop()
-        hs.stop()
+        crms.stop()
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
 

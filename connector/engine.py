@@ -28,6 +28,7 @@ from connector.record_writes import (
 )
 from connector.rules import Decision, SetBy, Transition
 from connector.sources.base import Cursor, Page, RemoteEvent, RemoteRecord, Source
+from connector.sources.prefetch import read_ahead
 from connector.store import repo
 from connector.store.db import Store
 from connector.yamlfile import suggest
@@ -63,6 +64,8 @@ class EventStats:
 
 
 def _count(stats: PageStats, write: repo.RecordWrite) -> None:
+    if write.stamp_only:
+        return
     stats.changed += 1
     for transition in write.transitions:
         if transition.suppressed:
@@ -92,9 +95,11 @@ def _baseline(session: Session, synced: SyncedObject, now: datetime, *, save: bo
     """B, fixed (with `save`) at `now` in the transaction of the object's first page when there is none yet."""
     at, _ = repo.get_cursor(session, synced.source, synced.name, BASELINE)
     if at is None:
-        at = now
+        # Whole seconds: Salesforce stamps to the second, so activity logged in the same second as the
+        # first sync must not fall before B by a fraction.
+        at = now.replace(microsecond=0)
         if save:
-            repo.save_cursor(session, synced.source, synced.name, now, None, now, BASELINE)
+            repo.save_cursor(session, synced.source, synced.name, at, None, now, BASELINE)
     return at
 
 
@@ -230,12 +235,14 @@ class Engine:
         """
         source = self.sources[synced.source]
         total = PageStats()
-        for page in source.pull(synced.name, self.cursor(synced), until=self.until(now)):
-            total.add(self.apply_page(synced, page, now))
-            if progress:
-                progress(total)
-            if stop is not None and stop.is_set():
-                break
+        # The next page is fetched while this one is decided and committed (see `read_ahead`).
+        with read_ahead(source.pull(synced.name, self.cursor(synced), until=self.until(now))) as pages:
+            for page in pages:
+                total.add(self.apply_page(synced, page, now))
+                if progress:
+                    progress(total)
+                if stop is not None and stop.is_set():
+                    break
         self._note_pulled(synced, total.records, now)
         return total
 

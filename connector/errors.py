@@ -14,6 +14,16 @@ class Problem:
     line: int | None
     message: str
     warning: bool = False
+    key: str | None = None  # the key path in the file (sources.sfdc.ca_bundle), for `validate --json`
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": str(self.file),
+            "line": self.line,
+            "key": self.key,
+            "message": self.message,
+            "severity": "warning" if self.warning else "error",
+        }
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else f"{self.file}"

@@ -20,6 +20,17 @@ class LiveFinding:
     message: str
     error: bool = True
 
+    def to_json(self) -> dict[str, object]:
+        """The shape of a config problem in `validate --json`; the key names the CRM field checked."""
+        synced = self.synced
+        return {
+            "file": str(synced.mapping.file),
+            "line": None,
+            "key": f"{synced.source}.{synced.name}.{synced.settings.status_field}",
+            "message": self.message,
+            "severity": "error" if self.error else "warning",
+        }
+
     def __str__(self) -> str:
         where = (
             f"{self.synced.mapping.file}: {self.synced.source} {self.synced.name}.{self.synced.settings.status_field}"
@@ -64,11 +75,18 @@ def check_object(source: Source, synced: SyncedObject) -> list[LiveFinding]:
     return findings
 
 
-def validate_live(sources: dict[str, Source], objects: list[SyncedObject], echo: Callable[[str], None]) -> bool:
-    """Print each finding; True when an error was found."""
+def validate_live(
+    sources: dict[str, Source],
+    objects: list[SyncedObject],
+    echo: Callable[[str], None],
+    collect: list[LiveFinding] | None = None,
+) -> bool:
+    """Print each finding (and add it to `collect`); True when an error was found."""
     failed = False
     for synced in objects:
         findings = check_object(sources[synced.source], synced)
+        if collect is not None:
+            collect.extend(findings)
         for finding in findings:
             echo(str(finding))
             failed = failed or finding.error

@@ -1,15 +1,8 @@
-"""Prometheus metrics and the /metrics and /healthz endpoints of the daemon."""
+"""The daemon's Prometheus metrics (served at /metrics by `connector.web.server`)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from connector.cycle import ObjectOutcome
 
@@ -67,31 +60,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def serve(listen: str, metrics: Metrics, health: Callable[[], tuple[bool, dict[str, Any]]]) -> ThreadingHTTPServer:
-    """Serve /metrics and /healthz (503 when a source is paused or failing) in a daemon thread."""
-    host, _, port = listen.rpartition(":")
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def do_GET(self) -> None:
-            if self.path.startswith("/metrics"):
-                body, status, kind = metrics.render(), 200, CONTENT_TYPE_LATEST
-            elif self.path.startswith("/healthz"):
-                ok, detail = health()
-                body, status, kind = json.dumps(detail).encode(), 200 if ok else 503, "application/json"
-            else:
-                body, status, kind = b"not found\n", 404, "text/plain"
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    return server

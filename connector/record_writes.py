@@ -111,11 +111,12 @@ def decide_remote(
         and stored.fields == fields
         and stored.converted == remote.converted
         and not stored.deleted
-        and not _newer(remote.modified_at, stored.remote_modified_at)
     )
-    if not decision.changed and decision.state == state and unchanged_extras:
+    nothing_new = not decision.changed and decision.state == state and unchanged_extras
+    if nothing_new and stored is not None and not _newer(remote.modified_at, stored.remote_modified_at):
         return None
     write = plain_write(stored, remote.id, decision, mapping)
+    write.stamp_only = nothing_new
     write.owner, write.fields, write.converted, write.deleted = remote.owner, fields, remote.converted, False
     write.remote_modified_at = at
     assign_owner(write, mapping)

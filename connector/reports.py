@@ -68,12 +68,40 @@ class StageFunnel:
 
 
 @dataclass(frozen=True)
+class Overall:
+    """The funnel end to end: records that entered the first stage, and of those, reached a succeeded one."""
+
+    first_stage: str
+    entered: int
+    succeeded: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.succeeded / self.entered if self.entered else None
+
+
+ENTERED_NOTE = (
+    "Each bar counts the records that entered the stage in the period, so bars need not shrink from "
+    "stage to stage: a record may skip a stage, or have entered an earlier one before the period."
+)
+
+
+@dataclass(frozen=True)
 class ObjectFunnel:
     source: str
     object: str
     since: datetime | None
     stages: list[StageFunnel]
     unstaged: dict[str, int] = field(default_factory=dict)  # records in no stage, or one the mapping lost
+    overall: Overall | None = None
+    until: datetime | None = None  # the report's instant: the period's end
+
+    @property
+    def period(self) -> str:
+        if self.since:
+            end = f" to {self.until:%Y-%m-%d %H:%M}" if self.until else ""
+            return f"moves from {self.since:%Y-%m-%d %H:%M}{end} UTC"
+        return f"all moves up to {self.until:%Y-%m-%d %H:%M} UTC" if self.until else "all moves"
 
     @property
     def records(self) -> int:
@@ -150,6 +178,23 @@ def compute_funnel(
     return stages, unstaged
 
 
+def overall_conversion(mapping: StageMapping, moves: Iterable[Move]) -> Overall | None:
+    """Of the records that entered the first stage, how many reached a succeeded stage afterwards."""
+    if not mapping.stages:
+        return None
+    first = mapping.stages[0].name
+    succeeded = {s.name for s in mapping.stages if s.category is Category.SUCCEEDED}
+    entered = reached = 0
+    for _, group in groupby(moves, key=lambda m: m.record_id):
+        history = [m.to_stage for m in group]
+        if first not in history:
+            continue
+        entered += 1
+        if any(stage in succeeded for stage in history[history.index(first) + 1 :]):
+            reached += 1
+    return Overall(first, entered, reached)
+
+
 # --- reading the store -----------------------------------------------------------------------------
 def _moves(engine: Engine, synced: SyncedObject, since: datetime | None) -> list[Move]:
     t, r = TransitionRow, Record
@@ -167,13 +212,17 @@ def _moves(engine: Engine, synced: SyncedObject, since: datetime | None) -> list
         return [Move(row.record_id, row.at, row.from_stage, row.to_stage) for row in rows]
 
 
-def funnel(engine: Engine, objects: Iterable[SyncedObject], since: datetime | None = None) -> list[ObjectFunnel]:
+def funnel(
+    engine: Engine, objects: Iterable[SyncedObject], since: datetime | None = None, until: datetime | None = None
+) -> list[ObjectFunnel]:
     result = []
     for synced in objects:
         with engine.store.transaction() as session:
             counts = repo.stage_counts(session, synced.source, synced.name)
-        stages, unstaged = compute_funnel(synced.mapping, _moves(engine, synced, since), counts)
-        result.append(ObjectFunnel(synced.source, synced.name, since, stages, unstaged))
+        moves = _moves(engine, synced, since)
+        stages, unstaged = compute_funnel(synced.mapping, moves, counts)
+        overall = overall_conversion(synced.mapping, moves)
+        result.append(ObjectFunnel(synced.source, synced.name, since, stages, unstaged, overall, until))
     return result
 
 
@@ -202,8 +251,7 @@ def _share(part: int | None, whole: float | None) -> str:
 def render_table(funnels: list[ObjectFunnel]) -> str:
     lines: list[str] = []
     for obj in funnels:
-        period = f"moves since {_iso(obj.since)}" if obj.since else "all history"
-        lines.append(f"{obj.source} {obj.object}: {obj.records} records now; {period}")
+        lines.append(f"{obj.source} {obj.object}: {obj.period}; {obj.records} records now")
         width = max([len(s.stage) for s in obj.stages] + [13]) + 4
         head = (
             f"  {'stage':<{width}}{'now':>6}{'entered':>9}  {'reached a later stage':<24}"
@@ -221,7 +269,20 @@ def render_table(funnels: list[ObjectFunnel]) -> str:
                 )
         for name, count in obj.unstaged.items():
             lines.append(f"  {name:<{width}}{count:>6}  (not a stage of the mapping)")
+        if obj.overall is not None:
+            lines.append(f"  {_overall_text(obj.overall)}")
+    if funnels:
+        lines.append("")
+        lines.append(f"'entered': {ENTERED_NOTE[len('Each bar counts '):]}")
     return "\n".join(lines)
+
+
+def _overall_text(overall: Overall) -> str:
+    rate = f" ({overall.rate:.0%})" if overall.rate is not None else ""
+    return (
+        f"overall: {overall.succeeded} of {overall.entered} records that entered {overall.first_stage} "
+        f"reached a succeeded stage{rate}"
+    )
 
 
 def _round(value: float | None) -> float | None:
@@ -239,6 +300,12 @@ def to_json(funnels: list[ObjectFunnel], now: datetime) -> dict[str, Any]:
                 "records": obj.records,
                 "by_category": {c.value: sum(s.count for s in stages) for c, stages in obj.by_category()},
                 "unstaged": obj.unstaged,
+                "overall": None if obj.overall is None else {
+                    "from_stage": obj.overall.first_stage,
+                    "entered": obj.overall.entered,
+                    "reached_succeeded": obj.overall.succeeded,
+                    "conversion_rate": _round(obj.overall.rate),
+                },
                 "stages": [
                     {
                         "stage": s.stage,
@@ -314,10 +381,13 @@ def _panel(ax: Any, obj: ObjectFunnel) -> None:
     ax.tick_params(axis="y", length=0)
     for side in ("top", "right", "bottom", "left"):
         ax.spines[side].set_visible(False)
-    period = f"since {obj.since:%Y-%m-%d}" if obj.since else "all history"
-    ax.set_title(f"{obj.source} · {obj.object}", loc="left", fontsize=14, fontweight="bold", color="#222222", pad=22)
+    ax.set_title(
+        f"{obj.source} · {obj.object} · {obj.period}", loc="left", fontsize=14, fontweight="bold", color="#222222",
+        pad=22,
+    )
+    overall = f"  ·  {_overall_text(obj.overall)}" if obj.overall is not None else ""
     ax.text(
-        0, 1.0, f"bars: records that entered each stage ({period})  ·  {obj.records:,} records now",
+        0, 1.0, f"bars: records that entered each stage  ·  {obj.records:,} records now{overall}",
         transform=ax.transAxes, fontsize=9.5, color="#666666", va="bottom",
     )
     if not any(s.entered for _, s in rows):
@@ -340,5 +410,9 @@ def render_png(funnels: list[ObjectFunnel], path: Any) -> None:
         axes[0].axis("off")
         axes[0].text(0.5, 0.5, "no objects", ha="center", va="center")
     legend = [Patch(color=COLORS[c], label=CATEGORY_LABEL[c]) for c in CATEGORY_ORDER]
-    figure.legend(handles=legend, loc="outside lower center", ncols=3, frameon=False, fontsize=10)
+    # The note rides as the legend's title: constrained layout then keeps it clear of the legend and the bars.
+    figure.legend(
+        handles=legend, loc="outside lower center", ncols=3, frameon=False, fontsize=10,
+        title=ENTERED_NOTE.replace(", so bars", ",\nso bars"), title_fontsize=8.5,
+    )
     figure.savefig(path, format="png", facecolor="white")

@@ -30,6 +30,11 @@ T = TypeVar("T")
 log = logging.getLogger("connector.writeback")
 PROBE = 10  # items sent to find out whether a configuration error has been fixed
 
+# Items claimed per batch: a whole number of every source's read and write batches (Salesforce's conflict
+# check reads 300 ids a query and writes 200 a call, HubSpot reads and writes 100), so no call of a full
+# claim goes out part-empty. 1,000 split Salesforce's reads 300/300/300/100: 81 reads for 20,000 items, not 67.
+CLAIM = 1200
+
 
 @dataclass
 class DrainStats:
@@ -68,7 +73,7 @@ def retry_delay(attempts: int, rng: random.Random) -> timedelta:
 
 class Drain:
     def __init__(
-        self, store: Store, source: Source, settings: Writeback, batch: int = 1000, rng: random.Random | None = None
+        self, store: Store, source: Source, settings: Writeback, batch: int = CLAIM, rng: random.Random | None = None
     ) -> None:
         self.store = store
         self.source = source

@@ -54,7 +54,11 @@ class YamlDocument:
         return self.lines.get((), 1)
 
     def problem(self, path: KeyPath, message: str, *, warning: bool = False) -> None:
-        self.problems.append(Problem(self.file, self.line(path), message, warning))
+        self.problems.append(self.at(path, message, warning=warning))
+
+    def at(self, path: KeyPath, message: str, *, warning: bool = False) -> Problem:
+        """A problem located at `path`, not yet added to this document's list."""
+        return Problem(self.file, self.line(path), message, warning, dotted(path) if path else None)
 
 
 def load_yaml(file: Path, *, env_refs: bool = False) -> YamlDocument:

@@ -1,5 +1,6 @@
 """What the HubSpot tests and the benchmark share: a started sandbox, a config.yaml that points at it,
-and the real connector (config, store, HubSpot source, engine, jobs) opened on that config."""
+the real connector (config, store, HubSpot source, engine, jobs) opened on that config, and a portal
+with months of history (`seed_history`) for the first-sync tests."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from random import Random
 from typing import Any, Protocol
 
+import pytest
 from sqlalchemy import func, select
 
 from connector.config import Config, HubSpotSource, SyncedObject, load_config
 from connector.cycle import Jobs, ObjectOutcome
 from connector.engine import Engine
-from connector.sandbox.hubspot import HubSpotSandbox
+from connector.sandbox.hubspot import LEAD_STATUSES, LIFECYCLE_STAGES, HubSpotSandbox
 from connector.sources.hubspot import HubSpot
 from connector.store import repo
 from connector.store.db import Store, open_store
@@ -168,3 +171,104 @@ def calls_to(sandbox: HubSpotSandbox, method: str, suffix: str) -> int:
 
 
 Clock = Callable[[], datetime]
+
+
+# --- a portal with a past ----------------------------------------------------------------------------
+ENGAGEMENT_KINDS = {
+    "emails": {"hs_email_direction": "INCOMING_EMAIL", "hs_email_subject": "Re: our call"},
+    "calls": {"hs_call_status": "COMPLETED", "hs_call_title": "Intro call"},
+    "meetings": {"hs_meeting_outcome": "COMPLETED", "hs_meeting_title": "Demo"},
+}
+
+
+@dataclass
+class History:
+    """What `seed_history` made: ids by object type, and the instant everything is before."""
+
+    now: datetime
+    contacts: list[str]
+    companies: list[str]
+    engagements: dict[str, list[str]]  # emails / calls / meetings -> ids
+    last_changed: dict[str, datetime]  # contact or company id -> when its status was last set
+
+    @property
+    def activity(self) -> int:
+        return sum(len(ids) for ids in self.engagements.values())
+
+
+def seed_history(
+    sandbox: HubSpotSandbox,
+    now: datetime = T0,
+    *,
+    contacts: int = 60,
+    companies: int = 12,
+    months: int = 6,
+    engagements_per_record: int = 2,
+    seed: int = 7,
+) -> History:
+    """A portal that has been in use for `months`: contacts and companies created over those months and
+    last modified at least a day before `now`; each contact's `hs_lead_status` and `lifecyclestage`
+    and each company's `company_stage` set twice (at creation, then weeks later), with property history
+    and lifecycle entry dates to match; and emails, calls and meetings (`hs_timestamp`, created and
+    modified on the day they happened, all in the past) associated with them. Nothing here is newer
+    than `now - 1 day`, so a first sync at `now` must move nothing and write nothing (DESIGN rule 4)."""
+    rng = Random(seed)
+    span = timedelta(days=30 * months)
+
+    def past(after: datetime | None = None) -> datetime:
+        start = after or now - span
+        room = (now - timedelta(days=1)) - start
+        return start + room * rng.uniform(0.05, 0.95)
+
+    made: dict[str, list[str]] = {}
+    changed: dict[str, datetime] = {}
+    statuses = [v for v, _ in LEAD_STATUSES]
+    stages = [v for v, _ in LIFECYCLE_STAGES[:6]]
+    plan_of = (("contacts", contacts, "hs_lead_status"), ("companies", companies, "company_stage"))
+    for kind, count, field_name in plan_of:
+        rows, plans = [], []
+        options = statuses if kind == "contacts" else ["target", "engaged", "customer", "lost"]
+        for n in range(count):
+            created = past()
+            later = past(created)
+            first, last = rng.choice(options), rng.choice(options)
+            steps = sorted(rng.sample(range(len(stages)), 2))
+            row: dict[str, Any] = {field_name: last, "createdate": created, _modified(kind): later}
+            row.update(
+                {"email": f"h{n}@example.com", "firstname": f"H{n}"}
+                if kind == "contacts"
+                else {"name": f"Company {n}", "domain": f"c{n}.example.com"}
+            )
+            rows.append(row)
+            plans.append([
+                (field_name, first, created),
+                ("lifecyclestage", stages[steps[0]], created),
+                (field_name, last, later),
+                ("lifecyclestage", stages[steps[1]], later),
+            ])  # fmt: skip
+        ids = sandbox.seed(kind, rows)
+        for record_id, plan in zip(ids, plans, strict=True):
+            sandbox.backdate(kind, record_id, plan)
+            changed[record_id] = plan[-1][2]
+        made[kind] = ids
+    engagements: dict[str, list[str]] = {k: [] for k in ENGAGEMENT_KINDS}
+    owners = [("contact", i) for i in made["contacts"]] + [("company", i) for i in made["companies"]]
+    for owner, record_id in owners:
+        for _ in range(engagements_per_record):
+            kind = rng.choice(sorted(ENGAGEMENT_KINDS))
+            at = past()
+            row = {**ENGAGEMENT_KINDS[kind], "hs_timestamp": at, "hs_createdate": at, "hs_lastmodifieddate": at}
+            engagements[kind] += sandbox.seed(kind, [{**row, f"associations.{owner}": record_id}])
+    return History(now, made["contacts"], made["companies"], engagements, changed)
+
+
+@pytest.fixture
+def hubspot_history(sandbox: HubSpotSandbox, clock: SandboxClock) -> History:
+    """A portal six months old (`seed_history`), all of it dated before the test's sandbox clock.
+    Import it into a test module that defines the `sandbox` and `clock` fixtures (as the HubSpot e2e
+    modules do): `from tests.hubspot_support import hubspot_history`."""
+    return seed_history(sandbox, clock.now)
+
+
+def _modified(kind: str) -> str:
+    return "lastmodifieddate" if kind == "contacts" else "hs_lastmodifieddate"

@@ -36,3 +36,14 @@ def offline_config(
     path = folder / "config.yaml"
     path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
     return path
+
+
+# Two stages and one trigger: enough for tests of the machinery around the rules (dry runs, health).
+SMALL_MAPPING = """\
+stages:
+  - {name: New, category: in_progress}
+  - {name: Working, category: in_progress}
+statuses: {Open: New, Contacted: Working}
+triggers:
+  - {name: replied, on: email_replied, from: [New], to: Working}
+"""

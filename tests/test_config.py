@@ -297,7 +297,7 @@ CONFIG_CASES = [
     pytest.param(
         _replace("mapping: lead.yaml}", "mapping: missing.yaml}"),
         None,
-        ["{dir}/missing.yaml: file not found"],
+        ["{f}:13: sources.sfdc.objects.Lead.mapping: mapping file not found: {dir}/missing.yaml"],
         id="mapping-file-not-found",
     ),
     pytest.param(

@@ -174,10 +174,10 @@ def test_funnel_since_counts_only_later_moves(config_path: Path) -> None:
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_funnel_table_and_csv(config_path: Path, tmp_path: Path) -> None:
-    table = run(["report", "funnel", "--config", str(config_path)])
+    table = run(["report", "funnel", "--config", str(config_path), "--now", "2026-03-15T12:00:00Z"])
     assert table.exit_code == 0, table.output
     assert table.stdout.splitlines() == [
-        "sfdc Lead: 6 records now; all history",
+        "sfdc Lead: all moves up to 2026-03-15 12:00 UTC; 6 records now",
         "  stage               now  entered  reached a later stage   median (stays)    left for not succeeded",
         "  in progress           2",
         "    New                 1        5  4 (80%)                 1.5d (4)          1 (20%)",
@@ -187,7 +187,15 @@ def test_funnel_table_and_csv(config_path: Path, tmp_path: Path) -> None:
         "    Won                 1        1  —                       —                 0 (0%)",
         "  not succeeded         1",
         "    Unresponsive        1        2  —                       3.0d (1)          —",
+        "  overall: 2 of 5 records that entered New reached a succeeded stage (40%)",  # L1 and L4
+        "",
+        "'entered': the records that entered the stage in the period, so bars need not shrink from stage to stage: "
+        "a record may skip a stage, or have entered an earlier one before the period.",
     ]
+    overall = json.loads(run(["report", "funnel", "--config", str(config_path), "--format", "json"]).stdout)
+    assert overall["objects"][0]["overall"] == {
+        "from_stage": "New", "entered": 5, "reached_succeeded": 2, "conversion_rate": 0.4,
+    }
     out = tmp_path / "funnel.csv"
     written = run(["report", "funnel", "sfdc", "--config", str(config_path), "--format", "csv", "--out", str(out)])
     assert written.stdout == f"wrote {out}\n"

@@ -108,8 +108,9 @@ class LoopbackServer:
         self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+    def start(self, port: int = 0) -> None:
+        """Listen on `port` (0: a free one), e.g. the port a kept sandbox folder's config names."""
+        server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         server.daemon_threads = True
         if self._tls is not None:
             server.socket = self._tls.wrap_socket(server.socket, server_side=True)

@@ -45,6 +45,17 @@ HubSpot behaviour mirrored:
     and left unchanged (HubSpot's community and legacy docs), which is what a connector must cope
     with; `lifecycle_backwards = "reject"` makes it a 400 VALIDATION_ERROR instead.
 
+Behaving like a real account (docs/crm-behaviour-hubspot.md gives the source of each):
+  * `set_search_lag(L)`: searches see each record as it was L seconds ago (`hubspot_index`); reads by
+    id are live. `index_late` makes one record's next change reach search later still.
+  * `ids_as_text`: search filters compare hs_object_id as text.
+  * Property history (`propertiesWithHistory`, newest first) and `hs_v2_date_entered_<stage>`;
+    `backdate` writes a seeded record's past.
+  * `merge`: the survivor lists merged-away ids in `hs_merged_object_ids`; reads of an old id answer it.
+  * `revoke_scope`: 403 MISSING_SCOPES with the scopes named. `answer_malformed`: a 200 that is not
+    HubSpot's JSON. Batch updates answer each record's `updatedAt`.
+  * Engagements associate with contacts and companies.
+
 The stand-in's own choices, where HubSpot documents no answer: the 10,000-cap body is HubSpot's
 generic "There was a problem with the request."; the >100-inputs message follows HubSpot's wording
 for its 50-input property-history cap; GET list refuses limit > 100 rather than clamping it; a write
@@ -63,23 +74,36 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from functools import cached_property
 from typing import Any, Literal, Self
 
 from connector.sandbox._http import LoopbackServer, Request, Response
+from connector.sandbox.hubspot_index import SearchView
+from connector.sandbox.hubspot_model import (
+    ALIASES,
+    ASSOCIATION_TYPES,
+    ENGAGEMENTS,
+    LEAD_STATUSES,
+    LIFECYCLE_STAGES,
+    READ_SCOPES,
+    SINGULAR,
+    ObjectTable,
+    PropertyDef,
+    build_tables,
+    normalise,
+    write_scope,
+)
 from connector.sandbox.hubspot_search import (
     Record,
     SearchError,
-    SortedIndex,
     dt_to_ms,
     ms_to_iso,
     search,
     to_ms,
 )
 
-__all__ = ["HubSpotSandbox", "PropertyDef"]
+__all__ = ["LEAD_STATUSES", "LIFECYCLE_STAGES", "HubSpotSandbox", "PropertyDef"]
 
 MAX_BATCH = 100
 MAX_HISTORY_BATCH = 50
@@ -101,189 +125,6 @@ _STATUS_OF_CATEGORY = {
     "INVALID_AUTHENTICATION": 401,
     "MISSING_SCOPES": 403,
 }
-
-
-# --- the property model --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PropertyDef:
-    name: str
-    label: str
-    type: str = "string"  # string | number | datetime | enumeration
-    field_type: str = "text"
-    group: str = ""  # set per object type
-    options: tuple[tuple[str, str], ...] = ()  # (value, label) in display order
-    read_only: bool = False
-    hubspot_defined: bool = True
-    external_options: bool = False  # owners: options HubSpot fills from elsewhere, any id accepted
-
-    @cached_property
-    def option_values(self) -> frozenset[str]:
-        return frozenset(value for value, _ in self.options)
-
-    def to_json(self) -> dict[str, Any]:
-        stamp = "2019-08-06T02:43:01.940Z"
-        return {
-            "name": self.name,
-            "label": self.label,
-            "type": self.type,
-            "fieldType": self.field_type,
-            "description": "",
-            "groupName": self.group,
-            "options": [
-                {"label": label, "value": value, "displayOrder": n, "hidden": False, "description": ""}
-                for n, (value, label) in enumerate(self.options)
-            ],
-            "displayOrder": -1,
-            "calculated": False,
-            "externalOptions": self.external_options,
-            "hasUniqueValue": self.name == "email",
-            "hidden": False,
-            "hubspotDefined": self.hubspot_defined,
-            "modificationMetadata": {
-                "archivable": not self.hubspot_defined,
-                "readOnlyDefinition": self.hubspot_defined,
-                "readOnlyValue": self.read_only,
-            },
-            "formField": not self.read_only,
-            "createdAt": stamp,
-            "updatedAt": stamp,
-            "archived": False,
-        }
-
-
-def _enum(name: str, label: str, options: Sequence[tuple[str, str]], **kw: Any) -> PropertyDef:
-    return PropertyDef(name, label, "enumeration", kw.pop("field_type", "select"), options=tuple(options), **kw)
-
-
-def _date(name: str, label: str, *, read_only: bool = False) -> PropertyDef:
-    return PropertyDef(name, label, "datetime", "date", read_only=read_only)
-
-
-LEAD_STATUSES = (
-    ("NEW", "New"), ("OPEN", "Open"), ("IN_PROGRESS", "In Progress"), ("OPEN_DEAL", "Open Deal"),
-    ("UNQUALIFIED", "Unqualified"), ("ATTEMPTED_TO_CONTACT", "Attempted to Contact"),
-    ("CONNECTED", "Connected"), ("BAD_TIMING", "Bad Timing"),
-)  # fmt: skip
-LIFECYCLE_STAGES = (
-    ("subscriber", "Subscriber"), ("lead", "Lead"), ("marketingqualifiedlead", "Marketing Qualified Lead"),
-    ("salesqualifiedlead", "Sales Qualified Lead"), ("opportunity", "Opportunity"), ("customer", "Customer"),
-    ("evangelist", "Evangelist"), ("other", "Other"),
-)  # fmt: skip
-COMPANY_STAGES = (("target", "Target"), ("engaged", "Engaged"), ("customer", "Customer"), ("lost", "Lost"))
-_EMAIL_DIRECTIONS = (("EMAIL", "Email"), ("INCOMING_EMAIL", "Incoming email"), ("FORWARDED_EMAIL", "Forwarded"))
-_EMAIL_STATUSES = (("BOUNCED", "Bounced"), ("FAILED", "Failed"), ("SCHEDULED", "Scheduled"),
-                   ("SENDING", "Sending"), ("SENT", "Sent"))  # fmt: skip
-_MEETING_OUTCOMES = (("SCHEDULED", "Scheduled"), ("COMPLETED", "Completed"), ("RESCHEDULED", "Rescheduled"),
-                     ("NO_SHOW", "No Show"), ("CANCELED", "Canceled"))  # fmt: skip
-_CALL_STATUSES = tuple((v, v.replace("_", " ").capitalize()) for v in (
-    "BUSY", "CALLING_CRM_USER", "CANCELED", "COMPLETED", "CONNECTING", "FAILED", "IN_PROGRESS", "NO_ANSWER",
-    "QUEUED", "RINGING"))  # fmt: skip
-
-
-@dataclass
-class _Table:
-    name: str
-    singular: str
-    type_id: str
-    created_prop: str
-    modified_prop: str
-    schema: dict[str, PropertyDef]
-    defaults: tuple[str, ...]  # returned when a read names no properties
-    records: dict[int, Record] = field(default_factory=dict)
-    index: SortedIndex = field(default_factory=SortedIndex)
-    links: dict[str, dict[int, list[int]]] = field(default_factory=dict)  # to-type -> id -> ids
-
-    def kind(self, name: str) -> str | None:
-        prop = self.schema.get(name)
-        return prop.type if prop is not None else None
-
-    def links_to(self, to_type: str) -> Mapping[int, list[int]] | None:
-        return self.links.get(to_type)
-
-    @property
-    def always(self) -> tuple[str, ...]:
-        return ("hs_object_id", self.created_prop, self.modified_prop)
-
-
-_CONTACT_PROPERTIES = (
-    PropertyDef("email", "Email"),
-    PropertyDef("firstname", "First Name"),
-    PropertyDef("lastname", "Last Name"),
-    PropertyDef("country", "Country/Region"),
-    _enum("hs_lead_status", "Lead Status", LEAD_STATUSES, field_type="radio"),
-    _enum("lifecyclestage", "Lifecycle Stage", LIFECYCLE_STAGES, field_type="radio"),
-)
-_COMPANY_PROPERTIES = (
-    PropertyDef("name", "Company name"),
-    PropertyDef("domain", "Company Domain Name"),
-    PropertyDef("country", "Country/Region"),
-    _enum("lifecyclestage", "Lifecycle Stage", LIFECYCLE_STAGES, field_type="radio"),
-    _enum("company_stage", "Company stage", COMPANY_STAGES, hubspot_defined=False),  # a custom property
-)
-_EMAIL_PROPERTIES = (
-    _date("hs_timestamp", "Activity date"),
-    _enum("hs_email_direction", "Email direction", _EMAIL_DIRECTIONS),
-    _enum("hs_email_status", "Email send status", _EMAIL_STATUSES),
-    PropertyDef("hs_email_subject", "Email subject"),
-)
-_MEETING_PROPERTIES = (
-    _date("hs_timestamp", "Activity date"),
-    _enum("hs_meeting_outcome", "Meeting outcome", _MEETING_OUTCOMES),
-    PropertyDef("hs_meeting_title", "Meeting name"),
-)
-_CALL_PROPERTIES = (
-    _date("hs_timestamp", "Activity date"),
-    _enum("hs_call_status", "Call status", _CALL_STATUSES),
-    PropertyDef("hs_call_title", "Call title"),
-)
-
-
-def _table(name: str, type_id: str, dates: tuple[str, str], props: Iterable[PropertyDef], group: str) -> _Table:
-    created, modified = dates
-    fixed = (
-        PropertyDef("hs_object_id", "Record ID", "number", "number", read_only=True),
-        _date(created, "Create Date", read_only=True),
-        _date(modified, "Last Modified Date", read_only=True),
-        _enum("hubspot_owner_id", "Owner", (), external_options=True),
-    )
-    schema = {p.name: replace(p, group=group) for p in (*props, *fixed)}
-    singular = "company" if name == "companies" else name.removesuffix("s")
-    defaults = {"contacts": ("email", "firstname", "lastname"), "companies": ("name", "domain")}.get(name, ())
-    return _Table(name, singular, type_id, created, modified, schema, defaults)
-
-
-def _build_tables() -> dict[str, _Table]:
-    engagement_dates = ("hs_createdate", "hs_lastmodifieddate")
-    tables = (
-        _table("contacts", "0-1", ("createdate", "lastmodifieddate"), _CONTACT_PROPERTIES, "contactinformation"),
-        _table("companies", "0-2", ("createdate", "hs_lastmodifieddate"), _COMPANY_PROPERTIES, "companyinformation"),
-        _table("emails", "0-49", engagement_dates, _EMAIL_PROPERTIES, "email"),
-        _table("meetings", "0-47", engagement_dates, _MEETING_PROPERTIES, "meeting"),
-        _table("calls", "0-48", engagement_dates, _CALL_PROPERTIES, "call"),
-    )
-    by_name = {t.name: t for t in tables}
-    for kind in ENGAGEMENTS:
-        by_name[kind].links["contacts"] = {}
-        by_name["contacts"].links[kind] = {}
-    return by_name
-
-
-ENGAGEMENTS = ("emails", "meetings", "calls")
-# (from, to) -> HubSpot-defined association type id and v3 label
-ASSOCIATION_TYPES = {
-    ("emails", "contacts"): (198, "email_to_contact"), ("contacts", "emails"): (197, "contact_to_email"),
-    ("meetings", "contacts"): (200, "meeting_event_to_contact"),
-    ("contacts", "meetings"): (199, "contact_to_meeting_event"),
-    ("calls", "contacts"): (194, "call_to_contact"), ("contacts", "calls"): (193, "contact_to_call"),
-}  # fmt: skip
-_ALIASES = {
-    alias: name
-    for name, aliases in {
-        "contacts": ("contact", "0-1"), "companies": ("company", "0-2"), "emails": ("email", "0-49"),
-        "meetings": ("meeting", "0-47"), "calls": ("call", "0-48"),
-    }.items()
-    for alias in (name, *aliases)
-}  # fmt: skip
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -314,27 +155,7 @@ def _batch_error(category: str, message: str, ids: list[str], **extra: Any) -> d
     }
 
 
-def _normalise(prop: PropertyDef, raw: Any) -> tuple[str | None, tuple[str, str] | None]:
-    """HubSpot's stored form of a written value, or (message, error code) when it refuses it."""
-    if raw is None or raw == "":
-        return None, None  # clears the property
-    text = raw if isinstance(raw, str) else str(raw).lower() if isinstance(raw, bool) else str(raw)
-    if prop.type == "string":
-        return text, None
-    if prop.type == "enumeration":
-        if text != text.strip():
-            return None, (f'"{text}" includes leading or trailing whitespace.', "LEADING_TRAILING_WHITESPACE")
-        if prop.external_options or text in prop.option_values:
-            return text, None
-        allowed = ", ".join(label for _, label in prop.options)
-        return None, (f"{text} was not one of the allowed options: [{allowed}]", "INVALID_OPTION")
-    try:
-        if prop.type == "datetime":
-            return ms_to_iso(to_ms(text)), None
-        float(text)
-        return text, None
-    except ValueError:
-        return None, (f"{text} was not a valid {'long' if prop.type == 'datetime' else 'number'}.", "INVALID_LONG")
+_SOURCE_IDS = {"API": "sandbox-private-app", "CRM_UI": "userId:4000001", "IMPORT": "import:1"}
 
 
 def _utcnow() -> datetime:
@@ -369,6 +190,14 @@ class HubSpotSandbox:
         self.search_rate_per_second = search_rate_per_second
         self.daily_limit = daily_limit
         self.lifecycle_backwards: Literal["ignore", "reject"] = "ignore"
+        self.search_lag = 0.0  # seconds a change takes to reach search; see set_search_lag
+        # Whether search filters compare hs_object_id as text ("10" > "9" is false), as a public
+        # connector's tests record of HubSpot; sorting by it stays numeric.
+        self.ids_as_text = False
+        self._late: dict[tuple[str, int], float] = {}
+        self._revoked: set[tuple[str, bool]] = set()  # (object type, write) the app has no scope for
+        # (type, id) -> property -> [(value, ms, sourceType)], oldest first: propertiesWithHistory
+        self._history: dict[tuple[str, int], dict[str, list[tuple[str | None, int, str]]]] = {}
         self.clock: Callable[[], datetime] = _utcnow
         # Seconds for the rate-limit windows; a test may replace it to step time instead of sleeping.
         self.timer: Callable[[], float] = time.monotonic
@@ -376,7 +205,7 @@ class HubSpotSandbox:
         self.server = LoopbackServer(self._handle, latency=latency)
         self._lock = threading.RLock()
         self._rng = random.Random(seed)
-        self._tables = _build_tables()
+        self._tables = build_tables()
         self._next_id = _FIRST_ID
         self._writes: list[tuple[str, str, dict[str, Any]]] = []
         self._failures: dict[int, _Failure] = {}
@@ -404,8 +233,8 @@ class HubSpotSandbox:
         ]
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> None:
-        self.server.start()
+    def start(self, port: int = 0) -> None:
+        self.server.start(port)
 
     def stop(self) -> None:
         self.server.stop()
@@ -424,7 +253,7 @@ class HubSpotSandbox:
     def reset(self) -> None:
         """Empties the portal: records, write log, injected failures, rate-limit state, call log."""
         with self._lock:
-            self._tables = _build_tables()
+            self._tables = build_tables()
             self._next_id = _FIRST_ID
             self._writes.clear()
             self._failures.clear()
@@ -433,6 +262,11 @@ class HubSpotSandbox:
             self._accepted.clear()
             self._day, self._day_count = None, 0
             self.rate_limited_count = 0
+            self.search_lag = 0.0
+            self._late.clear()
+            self._history.clear()
+            self._revoked.clear()
+            self.ids_as_text = False
         self.server.reset_calls()
 
     # --- steering the portal from a test ---------------------------------------------------------
@@ -451,36 +285,113 @@ class HubSpotSandbox:
         with self._lock:
             now = dt_to_ms(modified_at) if modified_at is not None else self._now_ms()
             made: list[Record] = []
-            links: list[tuple[int, int]] = []
+            links: list[tuple[int, str, int]] = []
             for raw in records:
                 values = dict(raw)
                 created = _ms_of(values.pop(table.created_prop, None), now)
                 modified = _ms_of(values.pop(table.modified_prop, None), now)
-                contacts = values.pop("associations.contact", None)
-                if contacts is not None and table.name not in ENGAGEMENTS:
-                    raise ValueError("only engagements take associations.contact")
+                owners = {o: values.pop(f"associations.{SINGULAR[o]}", None) for o in ("contacts", "companies")}
+                if any(v is not None for v in owners.values()) and table.name not in ENGAGEMENTS:
+                    raise ValueError("only engagements take associations.contact or associations.company")
                 ready = all(
                     isinstance(v, str) and v and (k in plain and (not plain[k] or v in plain[k]))
                     for k, v in values.items()
                 )
                 record = Record(self._take_id(), values if ready else self._checked(table, values), created, modified)
                 made.append(record)
-                for contact in contacts if isinstance(contacts, list) else [] if contacts is None else [contacts]:
-                    if int(contact) not in self._tables["contacts"].records:
-                        raise KeyError(f"no contact {contact}")
-                    links.append((record.id, int(contact)))
+                for owner, given in owners.items():
+                    for to_id in given if isinstance(given, list) else [] if given is None else [given]:
+                        if int(to_id) not in self._tables[owner].records:
+                            raise KeyError(f"no {SINGULAR[owner]} {to_id}")
+                        links.append((record.id, owner, int(to_id)))
             table.records.update((r.id, r) for r in made)
             table.index.add_many(made)
-            for record_id, contact_id in links:
-                self._link(table.name, record_id, contact_id)
+            for record in made:
+                self._indexed(table, record)
+            for record_id, owner, to_id in links:
+                self._link(table.name, record_id, to_id, owner)
         return [str(r.id) for r in made]
+
+    def backdate(self, object_type: str, record_id: str, changes: Sequence[tuple[str, str, datetime]]) -> None:
+        """Past edits of a seeded record, oldest first, as (property, value, when): they become its
+        property history (and lifecycle entry dates), and its values if later than what it holds.
+        Its modified date is not touched: seed it with the date of its last change."""
+        table = self._table(object_type, api=False)
+        with self._lock:
+            record = table.records[int(record_id)]
+            for name, value, when in changes:
+                checked = self._checked(table, {name: value})
+                self._remember(table, record, {name: checked.get(name)}, dt_to_ms(when), "CRM_UI")
+                record.values.update(checked)
+
+    def skip_ids(self, count: int) -> None:
+        """The next ids come `count` later, as in a portal whose records were also made elsewhere."""
+        with self._lock:
+            self._next_id += count
+
+    def set_search_lag(self, seconds: float) -> None:
+        """Searches see each record as it was `seconds` ago (values, modified date, existence), while
+        reads by id stay live: HubSpot's search index lag. What exists now is already searchable."""
+        with self._lock:
+            self.search_lag = seconds
+            now = self._now_ms()
+            for table in self._tables.values():
+                if table.view is None:
+                    table.view = SearchView(table)
+                    for record in table.records.values():
+                        table.view.note(record, now)
+
+    def index_late(self, object_type: str, record_id: str, seconds: float) -> None:
+        """The record's next change reaches search `seconds` later than the lag: indexed behind newer ones."""
+        table = self._table(object_type, api=False)
+        with self._lock:
+            self.set_search_lag(self.search_lag)
+            self._late[(table.name, int(record_id))] = seconds
+
+    def _indexed(self, table: ObjectTable, record: Record) -> None:
+        """Queues the record as it is now for the search index."""
+        if table.view is None:
+            return
+        extra = self._late.pop((table.name, record.id), 0.0)
+        stamp = record.archived_ms if record.archived_ms is not None else record.modified_ms
+        table.view.note(record, stamp + round((self.search_lag + extra) * 1000))
+
+    def merge(self, object_type: str, primary_id: str, merged_id: str) -> None:
+        """A person merges `merged_id` into `primary_id` (HubSpot's "merge records"). The survivor keeps
+        its values, takes the other's where it has none, lists the merged-away ids in
+        `hs_merged_object_ids` (";"-separated) and is modified now; the merged-away id leaves lists
+        and searches, is not archived, and a GET or batch read of it answers the survivor."""
+        table = self._table(object_type, api=False)
+        with self._lock:
+            primary, gone = table.records[int(primary_id)], table.records.pop(int(merged_id))
+            if gone.archived_ms is None:
+                table.index.remove(gone)
+            for old, survivor in list(table.merged.items()):
+                if survivor == gone.id:
+                    table.merged[old] = primary.id
+            table.merged[gone.id] = primary.id
+            ids = [i for i in (primary.values.get("hs_merged_object_ids") or "").split(";") if i]
+            ids += [str(gone.id), *(i for i in (gone.values.get("hs_merged_object_ids") or "").split(";") if i)]
+            values: dict[str, str | None] = {k: v for k, v in gone.values.items() if k not in primary.values}
+            values["hs_merged_object_ids"] = ";".join(dict.fromkeys(ids))
+            for kind, links in table.links.items():
+                moved = links.pop(gone.id, [])
+                links.setdefault(primary.id, []).extend(i for i in moved if i not in links.get(primary.id, []))
+                back = self._tables[kind].links.get(table.name, {})
+                for engagement in moved:
+                    back[engagement] = [primary.id if i == gone.id else i for i in back.get(engagement, [])]
+            if table.view is not None:
+                gone.archived_ms = self._now_ms()  # leaves the search index like an archived record
+                self._indexed(table, gone)
+                gone.archived_ms = None
+            self._apply(table, primary, values)
 
     def edit_as_person(self, object_type: str, record_id: str, **properties: Any) -> None:
         """A user's edit in HubSpot's UI: options are checked, lifecyclestage may move backwards."""
         table = self._table(object_type, api=False)
         with self._lock:
             record = table.records[int(record_id)]
-            self._apply(table, record, self._checked(table, properties))
+            self._apply(table, record, self._checked(table, properties), "CRM_UI")
 
     def record(self, object_type: str, record_id: str) -> dict[str, Any]:
         table = self._table(object_type, api=False)
@@ -496,22 +407,30 @@ class HubSpotSandbox:
             self._archive(table, table.records[int(record_id)])
 
     def add_engagement(
-        self, kind: str, contact_id: str, properties: dict[str, Any], *, at: datetime | None = None
+        self,
+        kind: str,
+        contact_id: str,
+        properties: dict[str, Any],
+        *,
+        at: datetime | None = None,
+        on: str = "contacts",
     ) -> str:
-        """Logs an email, meeting or call on a contact. `at` is its hs_timestamp (default: clock());
-        it is created, and so modified, at clock(), which is when an incremental pull sees it."""
+        """Logs an email, meeting or call on a contact (or, with `on="companies"`, on the company of that
+        id). `at` is its hs_timestamp (default: clock()); it is created, and so modified, at clock(),
+        which is when an incremental pull sees it."""
         if kind not in ENGAGEMENTS:
             raise ValueError(f"kind must be one of {ENGAGEMENTS}, not {kind!r}")
         table = self._tables[kind]
         with self._lock:
-            if int(contact_id) not in self._tables["contacts"].records:
-                raise KeyError(f"no contact {contact_id}")
+            if int(contact_id) not in self._tables[on].records:
+                raise KeyError(f"no {SINGULAR[on]} {contact_id}")
             now = self._now_ms()
             values = {"hs_timestamp": ms_to_iso(dt_to_ms(at) if at is not None else now), **properties}
             record = Record(self._take_id(), self._checked(table, values), now, now)
             table.records[record.id] = record
             table.index.add(record)
-            self._link(kind, record.id, int(contact_id))
+            self._indexed(table, record)
+            self._link(kind, record.id, int(contact_id), on)
             return str(record.id)
 
     def add_option(self, object_type: str, property_name: str, value: str, label: str | None = None) -> None:
@@ -569,6 +488,7 @@ class HubSpotSandbox:
         if refused is not None:
             return refused
         try:
+            self._check_scopes(request, handler, args)
             response = handler(request, *args)
         except _ApiError as exc:
             response = self._error(exc.status, exc.message, exc.category, **exc.extra)
@@ -581,6 +501,51 @@ class HubSpotSandbox:
             if match is not None and method == request.method:
                 return handler, match.groups(), is_search
         return None
+
+    def answer_malformed(self, kind: str, times: int = 1) -> None:
+        """The next `times` calls answer 200 with what a proxy or a cut connection delivers instead of
+        HubSpot's JSON: an HTML page, JSON cut short, or JSON of another shape (no `results`)."""
+        bodies = {
+            "html": b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>cloudflare</body></html>",
+            "truncated": b'{"total": 3, "results": [{"id": "1001", "properties": {"email": "p0@exa',
+            "shape": b'{"status": "COMPLETE", "data": []}',
+        }
+        if kind not in bodies:
+            raise ValueError(f"kind must be one of {sorted(bodies)}, not {kind!r}")
+        self.server.faults.queue(Response(200, bodies[kind]), times)
+
+    # --- scopes ----------------------------------------------------------------------------------
+    def revoke_scope(self, object_type: str, *, write: bool = False) -> None:
+        """The private app lacks the scope to read (or, `write=True`, to write) this object type: its
+        calls answer 403 MISSING_SCOPES, as HubSpot's do (see `_check_scopes`)."""
+        with self._lock:
+            self._revoked.add((self._table(object_type, api=False).name, write))
+
+    def _check_scopes(self, request: Request, handler: Callable[..., Response], args: tuple[str, ...]) -> None:
+        """HubSpot's 403 for a private app without a scope the call needs (hubspot-api-nodejs#268
+        records the body: a generic message, `errors[].context` naming the scopes, category
+        MISSING_SCOPES); newer answers name granular scopes (`requiredGranularScopes`)."""
+        if not self._revoked or handler in (self._properties, self._property):
+            return
+        writes = handler in (self._batch_update, self._create, self._update, self._delete)
+        types = args[:2] if handler in (self._links_v4, self._links_v3) else args[:1]
+        for raw in types:
+            name = ALIASES.get(raw.lower())
+            if name is not None and ((name, writes) in self._revoked or (name, False) in self._revoked):
+                needed = READ_SCOPES[name] if (name, False) in self._revoked else [write_scope(name)]
+                raise _ApiError(
+                    403,
+                    "This app hasn't been granted all required scopes to make this call. "
+                    "Read more about required scopes here: https://developers.hubspot.com/scopes.",
+                    "MISSING_SCOPES",
+                    errors=[
+                        {
+                            "message": "One or more of the following scopes are required.",
+                            "context": {"requiredGranularScopes": needed},
+                        }
+                    ],
+                    links={"scopes": "https://developers.hubspot.com/scopes"},
+                )
 
     def _error(self, status: int, message: str, category: str, **extra: Any) -> Response:
         body = {"status": "error", "message": message, "correlationId": self._correlation_id(), **extra}
@@ -664,7 +629,9 @@ class HubSpotSandbox:
         table = self._table(type_name)
         props, links = _list_param(request, "properties"), _list_param(request, "associations")
         with self._lock:
-            record = self._find(table, raw_id, request.param("idProperty"), _bool_param(request, "archived"))
+            record = self._find(
+                table, raw_id, request.param("idProperty"), _bool_param(request, "archived"), read=True
+            )
             if record is None:
                 raise _ApiError(404, NOT_FOUND_MESSAGE, "OBJECT_NOT_FOUND", context={"id": [raw_id]})
             return Response(200, self._object(table, record, props, links), records=1)
@@ -679,11 +646,12 @@ class HubSpotSandbox:
             record = Record(self._take_id(), {k: v for k, v in values.items() if v is not None}, now, now)
             table.records[record.id] = record
             table.index.add(record)
+            self._indexed(table, record)
             for target, to_id in links:
                 if table.name in ENGAGEMENTS:
-                    self._link(table.name, record.id, to_id)
+                    self._link(table.name, record.id, to_id, target)
                 else:
-                    self._link(target, to_id, record.id)
+                    self._link(target, to_id, record.id, table.name)
             self._writes.append((table.name, str(record.id), _stored(values)))
             return Response(201, self._object(table, record, list(values)), records=1)
 
@@ -714,11 +682,15 @@ class HubSpotSandbox:
         body = _json_object(request)
         props = body.get("properties") or None
         with self._lock:
+            searched: ObjectTable | SearchView = table
+            if table.view is not None:
+                table.view.catch_up(self._now_ms())
+                searched = table.view
             try:
-                page = search(table, body)
+                page = search(searched, body, ids_as_text=self.ids_as_text)
             except SearchError as exc:
                 raise _ApiError(400, exc.message, exc.category) from exc
-            results = [self._object(table, table.records[i], props) for i in page.ids]
+            results = [self._object(table, searched.records[i], props) for i in page.ids]
         answer: dict[str, Any] = {"total": page.total, "results": results}
         if page.next_after is not None:
             answer["paging"] = {"next": {"after": str(page.next_after)}}
@@ -741,7 +713,9 @@ class HubSpotSandbox:
         results, missing, seen = [], [], set()
         with self._lock:
             for raw_id in (str(i.get("id")) for i in inputs):
-                record = self._find(table, raw_id, body.get("idProperty"), _bool_param(request, "archived"))
+                record = self._find(
+                    table, raw_id, body.get("idProperty"), _bool_param(request, "archived"), read=True
+                )
                 if record is None:
                     missing.append(raw_id)
                 elif record.id not in seen:
@@ -777,7 +751,7 @@ class HubSpotSandbox:
         return self._batch_answer(results, errors, started)
 
     def _apply_batch(
-        self, table: _Table, writes: list[tuple[str, dict[str, str | None]]], id_property: str | None
+        self, table: ObjectTable, writes: list[tuple[str, dict[str, str | None]]], id_property: str | None
     ) -> tuple[list[dict[str, Any]], list[str], dict[tuple[str, str], list[str]]]:
         found = [(raw_id, self._find(table, raw_id, id_property, False), values) for raw_id, values in writes]
         for _, record, values in found:
@@ -807,7 +781,7 @@ class HubSpotSandbox:
             body["errors"] = errors
         return Response(207 if errors else 200, body, records=len(results))
 
-    def _not_found(self, table: _Table, ids: list[str]) -> dict[str, Any]:
+    def _not_found(self, table: ObjectTable, ids: list[str]) -> dict[str, Any]:
         message = (
             f"Could not get some {table.singular.upper()} objects, they may be deleted or not exist. "
             "Check that ids are valid."
@@ -867,18 +841,20 @@ class HubSpotSandbox:
             results = self._link_items(source, target, to_ids, True) if to_ids else []
         return Response(200, {"results": results}, records=len(results))
 
-    def _link_items(self, source: _Table, target: _Table, to_ids: list[int], v4: bool) -> list[dict[str, Any]]:
+    def _link_items(
+        self, source: ObjectTable, target: ObjectTable, to_ids: list[int], v4: bool
+    ) -> list[dict[str, Any]]:
         type_id, label = ASSOCIATION_TYPES[(source.name, target.name)]
         if not v4:
             return [{"id": str(i), "type": label} for i in to_ids]
         kinds = [{"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": None}]
         return [{"toObjectId": i, "associationTypes": kinds} for i in to_ids]
 
-    def _link(self, engagement: str, engagement_id: int, contact_id: int) -> None:
-        self._tables[engagement].links["contacts"].setdefault(engagement_id, []).append(contact_id)
-        self._tables["contacts"].links[engagement].setdefault(contact_id, []).append(engagement_id)
+    def _link(self, engagement: str, engagement_id: int, to_id: int, owner: str = "contacts") -> None:
+        self._tables[engagement].links[owner].setdefault(engagement_id, []).append(to_id)
+        self._tables[owner].links[engagement].setdefault(to_id, []).append(engagement_id)
 
-    def _links_of(self, table: _Table, specs: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    def _links_of(self, table: ObjectTable, specs: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
         """The (type, id) pairs a create request's `associations` name; refuses what does not exist."""
         found = []
         for spec in specs:
@@ -894,17 +870,23 @@ class HubSpotSandbox:
         return found
 
     # --- shared pieces ---------------------------------------------------------------------------
-    def _table(self, name: str, *, api: bool = True) -> _Table:
-        canonical = _ALIASES.get(name.lower())
+    def _table(self, name: str, *, api: bool = True) -> ObjectTable:
+        canonical = ALIASES.get(name.lower())
         if canonical is None:
             if not api:
                 raise KeyError(f"unknown object type {name!r}")
             raise _ApiError(400, f"Unable to infer object type from: {name}")
         return self._tables[canonical]
 
-    def _find(self, table: _Table, raw_id: str, id_property: str | None, archived: bool) -> Record | None:
+    def _find(
+        self, table: ObjectTable, raw_id: str, id_property: str | None, archived: bool, *, read: bool = False
+    ) -> Record | None:
+        """The record an input names; a read of a merged-away id finds the survivor, as HubSpot's does."""
         if id_property in (None, "", "hs_object_id"):
-            record = table.records.get(int(raw_id)) if raw_id.isdigit() else None
+            key = int(raw_id) if raw_id.isdigit() else None
+            if read and key is not None and key not in table.records:
+                key = table.merged.get(key, key)
+            record = table.records.get(key) if key is not None else None
         elif table.schema.get(id_property) is not None and id_property == "email":
             record = next((r for r in table.records.values() if r.values.get("email") == raw_id), None)
         else:
@@ -915,7 +897,7 @@ class HubSpotSandbox:
 
     def _object(
         self,
-        table: _Table,
+        table: ObjectTable,
         record: Record,
         props: Sequence[str] | None,
         links: Sequence[str] | None = None,
@@ -932,14 +914,18 @@ class HubSpotSandbox:
         if record.archived_ms is not None:
             out["archivedAt"] = ms_to_iso(record.archived_ms)
         if history:
+            kept = self._history.get((table.name, record.id), {})
             out["propertiesWithHistory"] = {
-                n: [{"value": v, "timestamp": out["updatedAt"], "sourceType": "API"}]
+                n: [
+                    {"value": v or "", "timestamp": ms_to_iso(ms), "sourceType": src, "sourceId": _SOURCE_IDS[src]}
+                    for v, ms, src in reversed(kept.get(n, []))
+                ]
                 for n in history
-                if n in table.schema and (v := self._value(table, record, n)) is not None
+                if n in table.schema
             }
         associations = {}
         for to_name in links or []:
-            target = _ALIASES.get(to_name.lower())
+            target = ALIASES.get(to_name.lower())
             to_ids = table.links.get(target or "", {}).get(record.id)
             if target is not None and to_ids:
                 associations[target] = {"results": self._link_items(table, self._tables[target], to_ids, False)}
@@ -947,7 +933,7 @@ class HubSpotSandbox:
             out["associations"] = associations
         return out
 
-    def _value(self, table: _Table, record: Record, name: str) -> str | None:
+    def _value(self, table: ObjectTable, record: Record, name: str) -> str | None:
         if name == "hs_object_id":
             return str(record.id)
         if name == table.created_prop:
@@ -956,7 +942,7 @@ class HubSpotSandbox:
             return ms_to_iso(record.modified_ms)
         return record.values.get(name)
 
-    def _check(self, table: _Table, props: Any) -> tuple[dict[str, str | None], list[dict[str, Any]]]:
+    def _check(self, table: ObjectTable, props: Any) -> tuple[dict[str, str | None], list[dict[str, Any]]]:
         if not isinstance(props, Mapping):
             raise _ApiError(400, "Invalid input JSON: properties must be an object")
         values: dict[str, str | None] = {}
@@ -969,27 +955,27 @@ class HubSpotSandbox:
                 message = f'"{name}" is a read only property; its value cannot be set.'
                 errors.append(_invalid_entry(name, message, "READ_ONLY_VALUE"))
             else:
-                value, problem = _normalise(prop, raw)
+                value, problem = normalise(prop, raw)
                 if problem is not None:
                     errors.append(_invalid_entry(name, *problem))
                 else:
                     values[name] = value
         return values, errors
 
-    def _validated(self, table: _Table, props: Any) -> dict[str, str | None]:
+    def _validated(self, table: ObjectTable, props: Any) -> dict[str, str | None]:
         values, errors = self._check(table, props)
         if errors:
             raise _invalid(errors)
         return values
 
-    def _checked(self, table: _Table, props: Mapping[str, Any]) -> dict[str, str]:
+    def _checked(self, table: ObjectTable, props: Mapping[str, Any]) -> dict[str, str]:
         """Stored values for a record made or edited outside the API; refuses what HubSpot would."""
         values, errors = self._check(table, props)
         if errors:
             raise ValueError("; ".join(e["message"] for e in errors))
         return {k: v for k, v in values.items() if v is not None}
 
-    def _refuse_backwards(self, table: _Table, record: Record, values: dict[str, str | None]) -> None:
+    def _refuse_backwards(self, table: ObjectTable, record: Record, values: dict[str, str | None]) -> None:
         if self.lifecycle_backwards == "reject" and self._backwards(table, record, values):
             message = (
                 f"{values['lifecyclestage']} is an earlier lifecycle stage than "
@@ -997,14 +983,14 @@ class HubSpotSandbox:
             )
             raise _invalid([_invalid_entry("lifecyclestage", message, "INVALID_OPTION")])
 
-    def _backwards(self, table: _Table, record: Record, values: Mapping[str, str | None]) -> bool:
+    def _backwards(self, table: ObjectTable, record: Record, values: Mapping[str, str | None]) -> bool:
         new, current = values.get("lifecyclestage"), record.values.get("lifecyclestage")
         if new is None or not current or "lifecyclestage" not in table.schema:
             return False
         order = {value: n for n, (value, _) in enumerate(table.schema["lifecyclestage"].options)}
         return order.get(new, 0) < order.get(current, 0)
 
-    def _write(self, table: _Table, record: Record, values: dict[str, str | None]) -> None:
+    def _write(self, table: ObjectTable, record: Record, values: dict[str, str | None]) -> None:
         """An API write HubSpot acknowledges; an earlier lifecycle stage is dropped, as HubSpot does."""
         self._refuse_backwards(table, record, values)
         applied = dict(values)
@@ -1013,23 +999,40 @@ class HubSpotSandbox:
         self._apply(table, record, applied)
         self._writes.append((table.name, str(record.id), _stored(values)))
 
-    def _apply(self, table: _Table, record: Record, values: Mapping[str, str | None]) -> None:
+    def _apply(
+        self, table: ObjectTable, record: Record, values: Mapping[str, str | None], source: str = "API"
+    ) -> None:
         if not values:
             return
+        now = self._now_ms()
+        self._remember(table, record, values, now, source)
         for name, value in values.items():
             if value is None:
                 record.values.pop(name, None)
             else:
                 record.values[name] = value
-        now = self._now_ms()
         if record.archived_ms is None:
             table.index.move(record, now)
         record.modified_ms = now
+        self._indexed(table, record)
 
-    def _archive(self, table: _Table, record: Record) -> None:
+    def _remember(
+        self, table: ObjectTable, record: Record, values: Mapping[str, str | None], at_ms: int, source: str
+    ) -> None:
+        """Property history, as HubSpot keeps it; a lifecycle stage entered also sets its
+        `hs_v2_date_entered_<stage>`, as HubSpot's calculated property does."""
+        kept = self._history.setdefault((table.name, record.id), {})
+        for name, value in values.items():
+            kept.setdefault(name, []).append((value, at_ms, source))
+        stage = values.get("lifecyclestage")
+        if stage and stage != record.values.get("lifecyclestage") and table.name in ("contacts", "companies"):
+            record.values[f"hs_v2_date_entered_{stage}"] = ms_to_iso(at_ms)
+
+    def _archive(self, table: ObjectTable, record: Record) -> None:
         if record.archived_ms is None:
             table.index.remove(record)
             record.archived_ms = self._now_ms()
+            self._indexed(table, record)
 
     def _take_failure(self, record_id: int) -> _Failure | None:
         failure = self._failures.get(record_id)

@@ -59,8 +59,12 @@ class Table(Protocol):
 
     records: dict[int, Record]
     index: SortedIndex
-    created_prop: str
-    modified_prop: str
+
+    @property
+    def created_prop(self) -> str: ...
+
+    @property
+    def modified_prop(self) -> str: ...
 
     def kind(self, name: str) -> str | None: ...  # string | number | datetime | enumeration, None: unknown
 
@@ -203,7 +207,7 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _compile(table: Table, spec: Mapping[str, Any]) -> _Filter:
+def _compile(table: Table, spec: Mapping[str, Any], ids_as_text: bool = False) -> _Filter:
     name = spec.get("propertyName")
     operator = spec.get("operator")
     if not isinstance(name, str) or not isinstance(operator, str):
@@ -215,6 +219,9 @@ def _compile(table: Table, spec: Mapping[str, Any]) -> _Filter:
         raise SearchError(f"Property {name!r} does not exist", "VALIDATION_ERROR")
     get = getter(table, name)
     index_key: IndexKey | None = "id" if name == "hs_object_id" else None
+    if name == "hs_object_id" and ids_as_text:
+        # Compared as text: "10000" > "9999" is false. No index answers that order: a plain test.
+        return _value_filter(lambda r: str(r.id), "string", operator, spec, None)
     if name == table.modified_prop:
         index_key = "mod"
     return _value_filter(get, kind, operator, spec, index_key)
@@ -375,9 +382,9 @@ class _Sort:
     descending: bool
 
 
-def search(table: Table, body: Mapping[str, Any]) -> Page:
+def search(table: Table, body: Mapping[str, Any], *, ids_as_text: bool = False) -> Page:
     limit, after = _paging(body)
-    plans = [_plan(table.index, [_compile(table, f) for f in group]) for group in _groups(body)]
+    plans = [_plan(table.index, [_compile(table, f, ids_as_text) for f in group]) for group in _groups(body)]
     query = body.get("query")
     if isinstance(query, str) and query.strip():
         needle = query.strip().lower()
@@ -455,6 +462,10 @@ def _fast_order(table: Table, plans: Sequence[_Plan], sort: _Sort | None) -> boo
     # (modified, id) order is the answer's only ascending: descending ties must stay in id order.
     if sort is not None and sort.prop == table.modified_prop and not sort.descending:
         return False
+    # One modified instant only: its (modified, id) entries are in id order too.
+    if sort is not None and sort.prop == "hs_object_id" and not sort.descending and len(plans) == 1:
+        mods, start, end = table.index.mods, plans[0].start, plans[0].end
+        return False if end <= start or mods[start][0] == mods[end - 1][0] else None
     return None
 
 

@@ -290,6 +290,7 @@ class SalesforceSandbox:
         username: str = "admin@sandbox.test",
         password: str = "sandbox-password",
         seed: int = 0,
+        ca: trustme.CA | None = None,
     ) -> None:
         self.api_version = api_version
         self.client_id, self.client_secret = client_id, client_secret
@@ -310,7 +311,7 @@ class SalesforceSandbox:
         self._tmp: Path | None = None
         self._url = ""
         self._admin_id = self._person_id = ""
-        ca = trustme.CA()
+        ca = ca or trustme.CA()  # a given CA: a restarted sandbox that clients already trust
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
         self._ca = ca
@@ -321,14 +322,14 @@ class SalesforceSandbox:
         self._seed_users_and_statuses()
 
     # --- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, port: int = 0) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="sf-sandbox-"))
         self._ca.cert_pem.write_to_path(str(self._tmp / "ca.pem"))
         key = _jwt_key().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         (self._tmp / "jwt-key.pem").write_bytes(key)
-        self.server.start()
+        self.server.start(port)
         self._url = self.server.url
 
     def stop(self) -> None:

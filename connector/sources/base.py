@@ -132,5 +132,10 @@ class Source(Protocol):
     def usage(self) -> ApiUsage:
         ...
 
+    def check_usage(self, obj: str) -> ApiUsage:
+        """One cheap call whose answer states the account's API usage: a paused source asks before
+        it keeps waiting. Raises `SourcePaused` when the CRM still refuses."""
+        ...
+
     def close(self) -> None:
         ...

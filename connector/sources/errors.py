@@ -12,9 +12,6 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-import requests
-import urllib3.exceptions
-
 
 class Action(StrEnum):
     RETRY = "retry"  # transient: try again with backoff
@@ -112,6 +109,41 @@ HUBSPOT_CATEGORIES: Mapping[str, Action] = {
 }
 
 
+# HubSpot's per-property refusals in a 400 "Property values were not valid: [...]" that are the
+# configuration's fault when they name the status property: it does not exist, or it is read-only.
+HUBSPOT_CONFIG_REFUSALS = frozenset({"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"})
+_INVALID_VALUES = "Property values were not valid: "
+_NOT_AN_OPTION = "was not one of the allowed options"
+
+
+def hubspot_invalid_properties(message: str) -> list[dict[str, Any]]:
+    """The entries of HubSpot's "Property values were not valid: [...]" message; [] for any other."""
+    at = message.find(_INVALID_VALUES)
+    if at < 0:
+        return []
+    try:
+        entries = json.loads(message[at + len(_INVALID_VALUES) :])
+    except ValueError:
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def hubspot_write_error(error: CrmError, status_field: str) -> CrmError:
+    """A refused batch update, as the admin's problem when it is the configuration's: the status
+    property unknown or read-only, or a value its options lack (refused whatever the record). Other
+    refusals stay as they were (a record's own problem, or a transient one)."""
+    if error.action is not Action.RECORD:
+        return error
+    for entry in hubspot_invalid_properties(error.message):
+        if entry.get("name") != status_field:
+            continue
+        code, words = str(entry.get("error") or ""), str(entry.get("message") or "")
+        if code in HUBSPOT_CONFIG_REFUSALS or (code == "INVALID_OPTION" and _NOT_AN_OPTION in words):
+            message = f"HubSpot refuses writes to {status_field}: {words}"
+            return CrmError(Action.ADMIN, message, code=code, status=error.status)
+    return error
+
+
 def action_for_status(status: int | None) -> Action:
     if status is None:
         return Action.RETRY
@@ -164,6 +196,7 @@ def _salesforce_body(content: Any) -> tuple[str | None, str]:
 
 def from_salesforce(exc: BaseException) -> CrmError:
     """Translate what simple-salesforce or requests raised."""
+    import requests  # here, not at the top: the store-only commands import this module, not the clients
     from simple_salesforce.exceptions import SalesforceError
 
     if isinstance(exc, CrmError):
@@ -210,11 +243,27 @@ def hubspot_error(status: int | None, body: Any, headers: Mapping[str, str] | No
     action = HUBSPOT_CATEGORIES.get(category or "", action_for_status(status))
     if status is not None and status >= 500:
         action = Action.RETRY
+    scopes = _hubspot_scopes(body)
+    if scopes:
+        message = f"{message} (required scopes: {', '.join(scopes)})"
     return CrmError(action, message, code=category, status=status)
+
+
+def _hubspot_scopes(body: Mapping[str, Any]) -> list[str]:
+    """The scopes a MISSING_SCOPES answer names, in `errors[].context` (granular or not) or `context`."""
+    contexts = [body.get("context")] + [e.get("context") for e in body.get("errors") or [] if isinstance(e, dict)]
+    found: list[str] = []
+    for context in contexts:
+        if isinstance(context, dict):
+            for key in ("requiredGranularScopes", "requiredScopes"):
+                found += [str(s) for s in context.get(key) or [] if str(s) not in found]
+    return found
 
 
 def from_hubspot(exc: BaseException) -> CrmError:
     """Translate what hubspot-api-client or urllib3 raised."""
+    import urllib3.exceptions
+
     if isinstance(exc, CrmError):
         return exc
     status = getattr(exc, "status", None)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from connector.config import Config, HubSpotSource, SalesforceSource
+from connector.errors import ConfigError
 from connector.sources.base import Source
 
 
@@ -16,5 +19,10 @@ def open_source(name: str, settings: SalesforceSource | HubSpotSource) -> Source
     return HubSpot(name, settings)
 
 
-def open_sources(config: Config) -> dict[str, Source]:
-    return {name: open_source(name, settings) for name, settings in config.sources.items()}
+def open_sources(config: Config, names: Iterable[str] | None = None) -> dict[str, Source]:
+    """The named sources (default all); a ca_bundle or key file that is missing is a config error first."""
+    chosen = list(config.sources) if names is None else list(names)
+    missing = [p for name in chosen for p in config.missing_files.get(name, ())]
+    if missing:
+        raise ConfigError(missing)
+    return {name: open_source(name, config.sources[name]) for name in chosen}

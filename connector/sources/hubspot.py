@@ -7,21 +7,26 @@ milliseconds a page.
 
 * Pulls search by modified date with the record id as tie-breaker, 200 a page; `hubspot_window`
   holds the cursor logic (HubSpot's one sort, its unstable order of ties and its 10,000-result
-  cap). A lookback re-reads the last seconds before the cursor; the engine ignores statuses it
-  already holds. A millisecond behind the cursor with more records than a page (a bulk import) is
-  re-read one page deep only, so it is not read whole on every pull. Search does not return
-  archived records: `pull_all` (reconcile, resync --full) lists live and archived ones, 100 a page,
-  the archived with `deleted=True`.
+  cap). Every pull also re-reads the settle window (`until - settle`) and a lookback before its
+  cursor, because HubSpot's search shows a change late, sometimes after newer ones; the engine
+  de-duplicates. A millisecond behind the cursor with more records than a page (a bulk import) is
+  re-read one page deep only, so it is not read whole on every pull. Whether the portal compares
+  ids as text in filters is asked once, when a tie first needs it.
+* Search does not return archived records: `pull_all` (reconcile, resync --full) lists live and
+  archived ones, 100 a page, the archived with `deleted=True`; an incremental pull reads the archived
+  list at most every ARCHIVES_EVERY. A contact carrying `hs_merged_object_ids` brings each merged-away
+  id as deleted, `merged_into` it. Every record carries `created_at` (`createdAt`).
+* A 200 that is not the JSON asked for is retried as a 503, then reported with what came.
 * Writes (`hubspot_writes`) are batch updates of 100, each input's outcome on its own. There, too,
   HubSpot's lifecycle rule: `lifecyclestage` only moves forward through the API, so with
   `clear_before_backwards` (the default) a write that moves it backwards in HubSpot's own option
   order (the property's displayOrder, read once) first sets it to "" for those records in one batch
   update, then writes the value in the next. Other properties are written as they are.
-* Activity: emails, meetings and calls modified after the events cursor, each with the records it
-  is associated with (one v4 batch association read a page of engagements); `hubspot_activity`
-  says which engagement is which event, and how `activity.types` overrides that. An event's key is
-  `<kind>:<engagement id>:<object>:<record id>`: an email to two contacts is two events, and the
-  event inbox is unique per source.
+* Activity: emails, meetings and calls modified after the events cursor (and in the settle window),
+  each with the contacts or companies it is associated with (one v4 batch association read a page
+  of engagements); `hubspot_activity` says which engagement is which event, and how
+  `activity.types` overrides that. An event's key is `<kind>:<engagement id>:<object>:<record id>`:
+  an email to two contacts is two events, and the event inbox is unique per source.
 * Pacing (`hubspot_pacing`): every call waits until it fits HubSpot's stated limits, and none is
   made once `api_budget` of the daily allocation is spent (`SourcePaused`). Retries are the
   source's RetryPolicy around each call; urllib3's own are off, so nothing is sent twice by two layers.
@@ -60,7 +65,7 @@ from connector.sources.base import (
 )
 from connector.sources.errors import Action, CrmError
 from connector.sources.hubspot_pacing import Pacer, Transport
-from connector.sources.hubspot_stream import Json, Stream, at_ms, millis, ms_of, to_ms
+from connector.sources.hubspot_stream import LIFECYCLE, Json, Stream, at_ms, millis, ms_of, to_ms
 from connector.sources.hubspot_window import Mark, Search, SearchWindow, WindowStalled, first_search
 from connector.sources.hubspot_writes import Writer
 from connector.sources.retry import RetryPolicy
@@ -68,6 +73,9 @@ from connector.sources.retry import RetryPolicy
 SEARCH_PAGE = 200
 LIST_PAGE = 100
 BATCH = 100
+MERGED = "hs_merged_object_ids"  # a contact's merged-away ids, ";"-separated
+HISTORY_BATCH = 50  # HubSpot's cap on a batch read with propertiesWithHistory
+ARCHIVES_EVERY = 600.0  # seconds between two reads of the archived list of an object
 SEARCHES_PER_SECOND = 5.0  # HubSpot's documented search limit per token; its answers do not state it
 
 
@@ -100,9 +108,13 @@ class HubSpot:
         self._api_clients: list[Any] = []
         self._retry = RetryPolicy(errors.from_hubspot, attempts=settings.max_retries + 1, sleep=retry_sleep)
         self._lookback_ms = millis(settings.lookback)
+        self._settle_ms = millis(settings.settle_window)
         self._option_orders: dict[str, dict[str, int]] = {}
         self._writer = Writer(self._update, self._option_order)
         self._probed = False
+        self._ids_as_text: dict[str, bool] = {}
+        self._clock = clock
+        self._archives_looked: dict[str, tuple[float, int]] = {}  # object -> (clock, until ms) of the last look
         hub = hubspot.HubSpot(api_factory=self._api)
         self._search = hub.crm.objects.search_api
         self._objects = hub.crm.objects.basic_api
@@ -128,17 +140,22 @@ class HubSpot:
             raise CrmError(Action.ADMIN, f"{obj} is not an object of source {self.name}")
         return stream
 
-    def _json(self, call: Callable[[], Any]) -> Json:
-        """One API call, retried by the policy, its answer as JSON (the client's raw-response mode)."""
-        response = self._retry.call(call)
-        data = response.data
-        answer: Json = json.loads(data) if data else {}
-        return answer
+    def _json(self, call: Callable[[], Any], expect: str | None = "results") -> Json:
+        """One API call, retried by the policy, its answer as JSON (the client's raw-response mode).
+
+        A 200 that is not the JSON object asked for (an HTML page from a proxy, a body cut short, an
+        object without its `expect` list) is retried as a 503 is, then reported with what HubSpot
+        sent: taken as it is, it would crash the pull or pass for an empty page.
+        """
+        return self._retry.call(lambda: _answer(call(), expect))
 
     # --- records ---------------------------------------------------------------------------------
     def _record(self, stream: Stream, item: Json, *, deleted: bool = False) -> RemoteRecord:
         props: Mapping[str, Any] = item.get("properties") or {}
-        modified = props.get(stream.replication_key) or item.get("archivedAt") or item.get("updatedAt")
+        # An archived record's date is its archiving: later than anything read of it before.
+        modified = (item.get("archivedAt") if deleted else None) or props.get(stream.replication_key)
+        modified = modified or item.get("archivedAt") or item.get("updatedAt")
+        created = item.get("createdAt")
         return RemoteRecord(
             id=str(item["id"]),
             status=props.get(stream.status_field) or None,
@@ -146,7 +163,24 @@ class HubSpot:
             deleted=deleted or bool(item.get("archived")),
             owner=props.get(stream.owner_field) or None,
             fields={f: props.get(f) for f in stream.fields},
+            created_at=at_ms(to_ms(str(created))) if created else None,
         )
+
+    def _records(self, stream: Stream, items: list[Json]) -> list[RemoteRecord]:
+        """The records of an answer, and for each survivor of a merge its merged-away ids, deleted and
+        pointing at it: HubSpot lists them in the survivor's `hs_merged_object_ids` and never shows
+        them again (a read of such an id answers the survivor)."""
+        records = []
+        for item in items:
+            record = self._record(stream, item)
+            records.append(record)
+            merged = str((item.get("properties") or {}).get(MERGED) or "")
+            for old in (part.strip() for part in merged.split(";")):
+                if old.isdigit() and old != record.id:
+                    records.append(
+                        RemoteRecord(old, None, record.modified_at, deleted=True, merged_into=record.id)
+                    )
+        return records
 
     def _learn_limits(self, stream: Stream) -> None:
         """Search answers state no limits: one small call that does, first, lets the daily budget hold
@@ -161,8 +195,35 @@ class HubSpot:
     def pull(self, obj: str, cursor: Cursor, *, until: datetime) -> Iterator[Page]:
         stream = self._stream(obj)
         self._learn_limits(stream)
-        for rows, mark in self._windowed(stream.name, stream.replication_key, stream.properties, cursor, until):
-            yield Page([self._record(stream, r) for r in rows], _cursor(mark))
+        last = cursor
+        properties = self._properties_of(stream)
+        for rows, mark in self._windowed(stream.name, stream.replication_key, properties, cursor, until):
+            last = _cursor(mark)
+            yield Page(self._records(stream, rows), last)
+        yield from self._archived_since(stream, cursor, last, until)
+
+    def _properties_of(self, stream: Stream) -> list[str]:
+        return [*stream.properties, MERGED] if stream.name == "contacts" else stream.properties
+
+    def _archived_since(self, stream: Stream, start: Cursor, cursor: Cursor, until: datetime) -> Iterator[Page]:
+        """Records archived since the last look, deleted. Search never shows an archived record, and
+        HubSpot's only reader of them is the archived list (`archived=true`, in id order, with
+        `archivedAt`): it is read whole, so at most every ARCHIVES_EVERY, and what was archived since
+        the previous look (less the settle window) is handed on, with the cursor the pull reached."""
+        if start.modified_at is None:
+            return  # a first pull reads live records only: nothing archived is in the store yet
+        now = self._clock()
+        looked = self._archives_looked.get(stream.name)
+        if looked is not None and now - looked[0] < ARCHIVES_EVERY:
+            return
+        since = (looked[1] if looked is not None else ms_of(start.modified_at)) - self._settle_ms - self._lookback_ms
+        for items in self._listed(stream, archived=True):
+            gone = [self._record(stream, item, deleted=True) for item in items]
+            gone = [r for r in gone if ms_of(r.modified_at) >= since]
+            if gone:
+                yield Page(gone, cursor)
+        self._archives_looked[stream.name] = (now, ms_of(until))
+
 
     def pull_all(self, obj: str) -> Iterator[Page]:
         stream = self._stream(obj)
@@ -205,9 +266,9 @@ class HubSpot:
             props = item.get("properties") or {}
             return Mark(to_ms(str(props.get(modified) or item.get("updatedAt"))), int(item["id"]))
 
-        window = SearchWindow(
-            first_search(floor, ms_of(until), self._lookback_ms), mark, limit=SEARCH_PAGE, floor=floor
-        )
+        by_offset = partial(self._reads_ids_as_text, object_type)
+        first = first_search(floor, ms_of(until), self._lookback_ms, self._settle_ms, by_offset)
+        window = SearchWindow(first, mark, limit=SEARCH_PAGE, floor=floor, by_offset=by_offset)
         while window.next is not None:
             body = _search_body(window.next, modified, [*properties, modified])
             answer = self._json(partial(self._search.do_search, object_type, body, _preload_content=False))
@@ -216,18 +277,58 @@ class HubSpot:
             if rows and window.cursor is not None:
                 yield rows, window.cursor
 
+    def _reads_ids_as_text(self, object_type: str) -> bool:
+        """Whether this portal's search compares hs_object_id as text; asked once, when a tie needs it.
+        HubSpot's ids are far above 9: `hs_object_id <= 9` finds one only when "1001" <= "9" holds."""
+        known = self._ids_as_text.get(object_type)
+        if known is None:
+            body = PublicObjectSearchRequest(
+                filter_groups=[{"filters": [{"propertyName": "hs_object_id", "operator": "LTE", "value": "9"}]}],
+                properties=["hs_object_id"],
+                limit=1,
+            )
+            answer = self._json(partial(self._search.do_search, object_type, body, _preload_content=False))
+            found = answer["results"]
+            known = any(str(item.get("id", "")).isdigit() and int(item["id"]) > 9 for item in found)
+            self._ids_as_text[object_type] = known
+        return known
+
     def read_statuses(self, obj: str, record_ids: Sequence[str]) -> dict[str, RemoteRecord]:
         stream = self._stream(obj)
         found: dict[str, RemoteRecord] = {}
+        properties = self._properties_of(stream)
         for chunk in _chunks(list(dict.fromkeys(record_ids)), BATCH):
             body = BatchReadInputSimplePublicObjectId(
-                inputs=[{"id": i} for i in chunk], properties=stream.properties, properties_with_history=[]
+                inputs=[{"id": i} for i in chunk], properties=properties, properties_with_history=[]
             )
             answer = self._json(partial(self._batch.read, stream.name, body, archived=False, _preload_content=False))
-            for item in answer.get("results") or []:
-                record = self._record(stream, item)
-                found[record.id] = record
+            asked = set(chunk)
+            # A merged-away id is answered with its survivor: it comes back deleted, merged into it.
+            found.update((r.id, r) for r in self._records(stream, answer["results"]) if r.id in asked)
         return found
+
+    def status_changed_at(self, obj: str, record_ids: Sequence[str]) -> dict[str, datetime]:
+        """The status property's own date: the newest entry of its history (batch read with
+        `propertiesWithHistory`, 50 records a call, HubSpot's cap), and for lifecyclestage
+        `hs_v2_date_entered_<stage>` where the portal has it."""
+        stream = self._stream(obj)
+        entered = stream.status_field == LIFECYCLE
+        changed: dict[str, datetime] = {}
+        for chunk in _chunks(list(dict.fromkeys(record_ids)), HISTORY_BATCH):
+            properties = [stream.status_field]
+            if entered:
+                properties += [f"hs_v2_date_entered_{stage}" for stage in self._option_order(stream)]
+            body = BatchReadInputSimplePublicObjectId(
+                inputs=[{"id": i} for i in chunk],
+                properties=properties,
+                properties_with_history=[stream.status_field],
+            )
+            answer = self._json(partial(self._batch.read, stream.name, body, archived=False, _preload_content=False))
+            for item in answer["results"]:
+                at = _changed_at(item, stream.status_field, entered)
+                if at is not None and str(item.get("id")) in chunk:
+                    changed[str(item["id"])] = at
+        return changed
 
     # --- writes ----------------------------------------------------------------------------------
     def write_statuses(self, obj: str, writes: Sequence[StatusWrite]) -> list[WriteOutcome]:
@@ -284,14 +385,12 @@ class HubSpot:
         return links  # engagements with no such record come back in `errors`: they have no event here
 
     # --- the rest of the protocol ----------------------------------------------------------------
-    def status_changed_at(self, obj: str, record_ids: Sequence[str]) -> dict[str, datetime]:
-        return {}  # not read yet: `enroll_existing` falls back to the modified date
-
     def describe_field(self, obj: str) -> FieldInfo:
         stream = self._stream(obj)
         try:
             answer = self._json(
-                partial(self._properties.get_by_name, stream.name, stream.status_field, _preload_content=False)
+                partial(self._properties.get_by_name, stream.name, stream.status_field, _preload_content=False),
+                expect=None,
             )
         except CrmError as exc:
             if exc.status == 404:
@@ -312,6 +411,12 @@ class HubSpot:
     def usage(self) -> ApiUsage:
         return self.pacer.usage()
 
+    def check_usage(self, obj: str) -> ApiUsage:
+        # A one-record list: its answer carries the X-HubSpot-RateLimit-Daily headers.
+        stream = self._stream(obj)
+        self._json(partial(self._objects.get_page, stream.name, limit=1, properties=[], _preload_content=False))
+        return self.pacer.usage()
+
     def close(self) -> None:
         self._transport.clear()
         for client in self._api_clients:
@@ -320,6 +425,24 @@ class HubSpot:
 
 
 # --- request and answer shapes -------------------------------------------------------------------
+MALFORMED = "MALFORMED_ANSWER"
+
+
+def _answer(response: Any, expect: str | None) -> Json:
+    """The JSON object of a 2xx answer, or a retryable CrmError quoting (bounded, escaped) what came."""
+    data: bytes = response.data or b""
+    status = getattr(response, "status", None)
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and (expect is None or isinstance(answer.get(expect), list)):
+        return answer
+    what = "is not JSON" if answer is None else f"is JSON without a {expect!r} list"
+    excerpt = ascii(data[:200].decode("utf-8", errors="replace")) + ("..." if len(data) > 200 else "")
+    raise CrmError(Action.RETRY, f"HubSpot's answer {what}: {excerpt}", code=MALFORMED, status=status)
+
+
 def _mark(cursor: Cursor) -> Mark | None:
     if cursor.modified_at is None:
         return None
@@ -327,16 +450,29 @@ def _mark(cursor: Cursor) -> Mark | None:
     return Mark(ms_of(cursor.modified_at), int(last) if last.isdigit() else 0)
 
 
+def _changed_at(item: Json, status_field: str, entered: bool) -> datetime | None:
+    """When the record's status was set: for lifecyclestage, the date it entered its current stage where
+    HubSpot keeps one; else the newest entry of the property's history."""
+    props = item.get("properties") or {}
+    current = props.get(status_field)
+    if entered and current and props.get(f"hs_v2_date_entered_{current}"):
+        return at_ms(to_ms(str(props[f"hs_v2_date_entered_{current}"])))
+    history = (item.get("propertiesWithHistory") or {}).get(status_field) or []
+    stamps = [to_ms(str(h["timestamp"])) for h in history if isinstance(h, dict) and h.get("timestamp")]
+    return at_ms(max(stamps)) if stamps else None
+
+
 def _cursor(mark: Mark) -> Cursor:
     return Cursor(at_ms(mark.ms), str(mark.id) if mark.id > 0 else None)
 
 
 def _search_body(search: Search, modified: str, properties: list[str]) -> PublicObjectSearchRequest:
+    after = None
     if search.tie_ms is not None:
-        filters = [
-            {"propertyName": modified, "operator": "EQ", "value": str(search.tie_ms)},
-            {"propertyName": "hs_object_id", "operator": "GT", "value": str(search.after_id)},
-        ]
+        filters = [{"propertyName": modified, "operator": "EQ", "value": str(search.tie_ms)}]
+        if search.keyset is not None:
+            filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": str(search.keyset)})
+        after = str(search.offset) if search.offset else None
         sort = "hs_object_id"
     else:
         filters = [{"propertyName": modified, "operator": "LTE", "value": str(search.until_ms)}]
@@ -349,4 +485,5 @@ def _search_body(search: Search, modified: str, properties: list[str]) -> Public
         sorts=[{"propertyName": sort, "direction": "ASCENDING"}],
         properties=list(dict.fromkeys(properties)),
         limit=SEARCH_PAGE,
+        after=after,
     )

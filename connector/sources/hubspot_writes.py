@@ -10,18 +10,24 @@
   writes the value in the next. A write answered with another value than the one sent (HubSpot kept
   a later stage than we knew of) is cleared and written again, once; without the option it fails
   with HubSpot's value in the message rather than pass for done.
+* A refusal that is the configuration's (the status property unknown or read-only, a value its
+  options lack, no write scope) is the admin's (`Action.ADMIN`) for every write of the call, and
+  nothing more is sent: the drain pauses the object's write-back instead of dead-lettering them.
+* Each confirmed write carries HubSpot's `updatedAt` for it (`WriteOutcome.modified_at`): the stamp
+  a lagging search will show next to the old value, so that the engine knows that read for stale.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from connector.sources import errors
 from connector.sources.base import StatusWrite, WriteOutcome
 from connector.sources.errors import Action, CrmError
-from connector.sources.hubspot_stream import Json, Stream
+from connector.sources.hubspot_stream import Json, Stream, at_ms, to_ms
 
 BATCH = 100
 NOT_APPLIED = "NOT_APPLIED"  # our code for a write HubSpot answered 200 to and did not make
@@ -36,8 +42,10 @@ class Writer:
     ) -> None:
         self._send = update
         self._option_order = option_order
+        self._stamps: dict[str, datetime] = {}
 
     def write(self, stream: Stream, writes: Sequence[StatusWrite]) -> list[WriteOutcome]:
+        self._stamps = {}
         backwards = [n for n, w in enumerate(writes) if self._moves_backwards(stream, w)]
         outcomes = self._write(stream, writes, range(len(writes)), clear=backwards)
         if stream.clear_before_backwards:
@@ -45,7 +53,11 @@ class Writer:
             kept = [n for n, error in outcomes.items() if error is not None and error.code == NOT_APPLIED]
             if kept:
                 outcomes.update(self._write(stream, writes, kept, clear=kept))
-        return [WriteOutcome(w.record_id, outcomes.get(n)) for n, w in enumerate(writes)]
+        return [
+            WriteOutcome(w.record_id, error, None if error is not None else self._stamps.get(w.record_id))
+            for n, w in enumerate(writes)
+            for error in (outcomes.get(n),)
+        ]
 
     def _write(
         self, stream: Stream, writes: Sequence[StatusWrite], indices: Iterable[int], *, clear: Sequence[int]
@@ -84,6 +96,11 @@ class Writer:
                     rest.append(n)
             for n, error in zip(batch, self._update_batch(stream, [items[n] for n in batch]), strict=True):
                 outcomes[n] = error
+            admin = next((e for e in outcomes if e is not None and e.action is Action.ADMIN), None)
+            if admin is not None:
+                for n in rest:  # the same refusal awaits them: not sent
+                    outcomes[n] = admin
+                break
             pending = rest
         return outcomes
 
@@ -91,19 +108,26 @@ class Writer:
         try:
             answer = self._send(stream.name, [{"id": i, "properties": p} for i, p in items])
         except CrmError as exc:
+            if exc.action is Action.ADMIN:  # no write scope, a revoked token: no record can be written
+                return [exc] * len(items)
             if exc.action is not Action.RECORD:
                 raise
             groups: dict[str, list[int]] = {}
             for n, (_, props) in enumerate(items):
                 groups.setdefault(json.dumps(props, sort_keys=True), []).append(n)
             if len(groups) == 1:
-                return [exc] * len(items)  # the value itself is refused, for every record
+                # The value itself is refused, for every record: the admin's, where the configuration is at fault.
+                return [errors.hubspot_write_error(exc, stream.status_field)] * len(items)
             # HubSpot refused the batch for one value without saying which record: send each value apart.
             outcomes: list[CrmError | None] = [None] * len(items)
             for members in groups.values():
                 for n, error in zip(members, self._update_batch(stream, [items[n] for n in members]), strict=True):
                     outcomes[n] = error
             return outcomes
+        for item in answer.get("results") or []:
+            stamp = item.get("updatedAt")
+            if stamp:
+                self._stamps[str(item.get("id"))] = at_ms(to_ms(str(stamp)))
         return _batch_outcomes(items, answer, stream.status_field)
 
 

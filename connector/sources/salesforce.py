@@ -359,6 +359,11 @@ class Salesforce:
     def usage(self) -> ApiUsage:
         return self._meter.usage()
 
+    def check_usage(self, obj: str) -> ApiUsage:
+        # GET /limits: one call, and its answer carries Sforce-Limit-Info like any other.
+        self._call(lambda sf: sf.limits())
+        return self._meter.usage()
+
     def close(self) -> None:
         self._http.close()
 

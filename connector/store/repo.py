@@ -6,13 +6,14 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, and_, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from connector.rules import RecordState, SetBy, Transition
+from connector.store.bulk import Writer
 from connector.store.schema import CursorRow, EventRow, OutboxItem, Record, SourceHealth, TransitionRow
 
 RECORDS = cast(Table, Record.__table__)
@@ -55,6 +56,7 @@ class RecordWrite:
     converted: bool = False
     remote_modified_at: datetime | None = None
     merged_into: str | None = None
+    stamp_only: bool = False  # only the CRM's modified stamp is new (our own write read back): not a change
     # An owner to write back with the status (a stage's `owner` / `assign:`), not the owner read from the
     # CRM: echoing that one would undo a person's reassignment, which the status-only conflict check misses.
     assigned_owner: str | None = None
@@ -141,14 +143,26 @@ def _by_ids(
     Plain driver SQL on these hot paths (every record of every page): SQLAlchemy's per-row processing
     cost more than the lookups themselves. Ids are sorted, so the index is walked in order.
     """
-    connection = session.connection()
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    for chunk in _chunks(sorted(external_ids), 1000):
-        sql = (
-            f"SELECT {', '.join(columns)} FROM records WHERE source = {marker} AND object = {marker} "
-            f"AND external_id IN ({', '.join([marker] * len(chunk))})"
-        )
-        yield from connection.exec_driver_sql(sql, (source, obj, *chunk))
+    # The DB-API cursor itself: rows as plain tuples, no result wrapping per row.
+    cursor = session.connection().connection.cursor()
+    try:
+        if session.get_bind().dialect.name == "postgresql":
+            # One array parameter: the same statement text (and plan) whatever the number of ids.
+            cursor.execute(
+                f"SELECT {', '.join(columns)} FROM records WHERE source = %s AND object = %s AND external_id = ANY(%s)",
+                (source, obj, sorted(external_ids)),
+            )
+            yield from cursor.fetchall()
+            return
+        for chunk in _chunks(sorted(external_ids), 1000):
+            cursor.execute(
+                f"SELECT {', '.join(columns)} FROM records WHERE source = ? AND object = ? "
+                f"AND external_id IN ({', '.join('?' * len(chunk))})",
+                (source, obj, *chunk),
+            )
+            yield from cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def load_records(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, StoredRecord]:
@@ -157,9 +171,12 @@ def load_records(session: Session, source: str, obj: str, external_ids: Sequence
     return {record.external_id: record for record in records}
 
 
-@dataclass(frozen=True)
-class Brief:
-    """The columns that tell whether a record read from the CRM changes anything."""
+class Brief(NamedTuple):
+    """The columns that tell whether a record read from the CRM changes anything.
+
+    A named tuple, not a frozen dataclass: one is built for every record of every page, and a frozen
+    dataclass's `__init__` costs several times a tuple's.
+    """
 
     remote_status: str | None
     owner: str | None
@@ -211,68 +228,20 @@ def due_for_timers(session: Session, source: str, obj: str, now: datetime, limit
     return [stored_from_row(row) for row in rows]
 
 
-def _record_values(source: str, obj: str, write: RecordWrite, now: datetime) -> dict[str, Any]:
-    state = write.state
-    return {
-        "source": source,
-        "object": obj,
-        "external_id": write.external_id,
-        "stage": state.stage,
-        "set_by": state.set_by.value if state.set_by else None,
-        "remote_status": state.remote_status,
-        "stage_entered_at": state.stage_entered_at,
-        "last_activity_at": state.last_activity_at,
-        "quarantined": state.quarantined,
-        "inactive_decided_at": state.inactive_decided_at,
-        "next_timer_at": write.next_timer_at,
-        "owner": write.owner,
-        "fields": write.fields,
-        "deleted": write.deleted,
-        "converted": write.converted,
-        "remote_modified_at": write.remote_modified_at,
-        "merged_into": write.merged_into,
-        "updated_at": now,
-    }
-
-
-_UPDATABLE = (
-    "stage",
-    "set_by",
-    "remote_status",
-    "stage_entered_at",
-    "last_activity_at",
-    "quarantined",
-    "inactive_decided_at",
-    "next_timer_at",
-    "owner",
-    "fields",
-    "deleted",
-    "converted",
-    "remote_modified_at",
-    "merged_into",
-    "updated_at",
-)
-
-
 def save_records(session: Session, source: str, obj: str, writes: Sequence[RecordWrite], now: datetime) -> None:
     """Upsert the records, their history and outbox changes: a handful of statements per page.
 
     Lock order is the same everywhere: outbox rows before record rows, each in id order. The drain
     holds outbox rows while it sends and then updates records; a pull doing the reverse would deadlock.
     """
-    table = RECORDS
     new = [w for w in writes if w.record_id is None]
-    existing = sorted((w for w in writes if w.record_id is not None), key=lambda w: w.record_id or 0)
+    existing = [w for w in writes if w.record_id is not None]
+    writer = Writer(session.connection())
     if new:
-        # One statement for many rows: compiled once and cached; SQLAlchemy batches it ("insertmanyvalues").
-        # A multi-VALUES insert of 500 rows is compiled anew for every chunk size, which costs more than the I/O.
-        stmt = _insert(session, table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["source", "object", "external_id"],
-            set_={name: stmt.excluded[name] for name in _UPDATABLE},
-        ).returning(table.c.id, table.c.external_id, sort_by_parameter_order=True)
-        rows = session.execute(stmt, [_record_values(source, obj, w, now) for w in new])
-        ids = {row.external_id: row.id for row in rows}
+        ids = writer.insert_records(source, obj, new, now)
+        if len(ids) < len(new):
+            found = _by_ids(session, ("external_id", "id"), source, obj, [w.external_id for w in new])
+            ids = {row[0]: row[1] for row in found}
         for write in new:
             write.record_id = ids[write.external_id]
     cancel_writebacks(
@@ -293,38 +262,14 @@ def save_records(session: Session, source: str, obj: str, writes: Sequence[Recor
         now,
     )
     if existing:
-        stmt = (
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values({name: bindparam(f"b_{name}") for name in _UPDATABLE})
-        )
-        params = []
-        for write in existing:
-            values = _record_values(source, obj, write, now)
-            params.append({"b_id": write.record_id, **{f"b_{name}": values[name] for name in _UPDATABLE}})
-        session.connection().execute(stmt, params)
-    _save_transitions(session, writes)
+        writer.update_records(existing, now)
+    _save_transitions(session, writes, writer)
 
 
-def _save_transitions(session: Session, writes: Sequence[RecordWrite]) -> None:
-    rows = [
-        {
-            "record_id": w.record_id,
-            "at": t.at,
-            "from_stage": t.from_stage,
-            "to_stage": t.to_stage,
-            "cause": t.cause.value,
-            "detail": t.detail,
-            "rule": t.rule,
-            "suppressed": t.suppressed,
-            "reason": t.reason,
-            "owner": t.owner,
-        }
-        for w in writes
-        for t in w.transitions
-    ]
+def _save_transitions(session: Session, writes: Sequence[RecordWrite], writer: Writer | None = None) -> None:
+    rows = [(w.record_id, t) for w in writes if w.record_id is not None for t in w.transitions]
     if rows:
-        session.execute(TRANSITIONS.insert(), rows)
+        (writer or Writer(session.connection())).insert_transitions(rows)
 
 
 def history(session: Session, record_id: int) -> list[TransitionRow]:
@@ -395,13 +340,9 @@ def queue_writebacks(
 
 
 def cancel_writebacks(session: Session, record_ids: Sequence[int], now: datetime, reason: str | None = None) -> None:
-    table = OUTBOX
-    for chunk in _chunks(list(record_ids)):
-        session.execute(
-            update(table)
-            .where(table.c.record_id.in_(chunk), table.c.state == "pending")
-            .values(state="cancelled", updated_at=now, last_error=reason, version=table.c.version + 1)
-        )
+    """Cancel the pending items of these records (a page asks this for many records that have none)."""
+    if record_ids:
+        Writer(session.connection()).cancel_pending(record_ids, now, reason)
 
 
 def claim_due(session: Session, source: str, obj: str, now: datetime, limit: int) -> list[OutboxItem]:
@@ -549,3 +490,109 @@ def quarantined(session: Session, source: str, obj: str, limit: int = 20) -> tup
     count = session.execute(select(func.count()).where(where)).scalar_one()
     rows = session.execute(select(table.c.external_id, table.c.quarantined).where(where).limit(limit))
     return int(count), [(r.external_id, r.quarantined) for r in rows]
+
+
+# --- the admin's view of the outbox (`connector outbox`) ------------------------------------------
+OUTBOX_LISTED = ("pending", "dead")  # what waits or failed; done and cancelled items are history
+
+
+def outbox_items(
+    session: Session,
+    source: str | None = None,
+    obj: str | None = None,
+    states: Sequence[str] = OUTBOX_LISTED,
+    limit: int | None = None,
+) -> list[OutboxItem]:
+    """Outbox items in the given states, oldest first, optionally for one source or object."""
+    stmt = select(OutboxItem).where(OutboxItem.state.in_(list(states)))
+    if source is not None:
+        stmt = stmt.where(OutboxItem.source == source)
+    if obj is not None:
+        stmt = stmt.where(OutboxItem.object == obj)
+    stmt = stmt.order_by(OutboxItem.created_at, OutboxItem.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def count_outbox_items(
+    session: Session, source: str | None = None, obj: str | None = None, states: Sequence[str] = OUTBOX_LISTED
+) -> int:
+    table = OUTBOX
+    stmt = select(func.count()).select_from(table).where(table.c.state.in_(list(states)))
+    if source is not None:
+        stmt = stmt.where(table.c.source == source)
+    if obj is not None:
+        stmt = stmt.where(table.c.object == obj)
+    return int(session.execute(stmt).scalar_one())
+
+
+def latest_outbox_states(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, str]:
+    """external id -> state of its newest outbox item, for ids that have one."""
+    table = OUTBOX
+    found: dict[str, str] = {}
+    for chunk in _chunks(list(external_ids)):
+        rows = session.execute(
+            select(table.c.external_id, table.c.state)
+            .where(table.c.source == source, table.c.object == obj, table.c.external_id.in_(chunk))
+            .order_by(table.c.id)
+        )
+        found.update({row.external_id: row.state for row in rows})
+    return found
+
+
+@dataclass
+class RetryResult:
+    """What `requeue_dead` did: ids sent again, ids whose dead write was superseded by a pending one."""
+
+    requeued: list[str] = field(default_factory=list)
+    superseded: list[tuple[str, str]] = field(default_factory=list)  # (external id, the pending status)
+
+
+def requeue_dead(
+    session: Session, source: str, obj: str, external_ids: Sequence[str] | None, now: datetime
+) -> RetryResult:
+    """Make dead letters pending again, attempts reset, due now: all of the object's, or those ids'.
+
+    Per record only the newest dead item goes out again (an older status would undo a newer one); the
+    older ones are cancelled. A record that already has a pending write keeps it: its dead item is
+    cancelled as superseded, since the unique pending index allows one pending item per record.
+    """
+    table = OUTBOX
+    stmt = select(table.c.id, table.c.record_id, table.c.external_id).where(
+        table.c.source == source, table.c.object == obj, table.c.state == "dead"
+    )
+    dead: list[Any] = []
+    if external_ids is None:
+        dead = list(session.execute(stmt.order_by(table.c.id)))
+    else:
+        for chunk in _chunks(list(external_ids)):
+            dead.extend(session.execute(stmt.where(table.c.external_id.in_(chunk))))
+        dead.sort(key=lambda row: row.id)
+    newest = {row.record_id: row for row in dead}
+    pending = pending_writebacks(session, list(newest))
+    result = RetryResult()
+    requeue: list[int] = []
+    for record_id, row in newest.items():
+        if record_id in pending:
+            result.superseded.append((row.external_id, pending[record_id][2]))
+        else:
+            requeue.append(row.id)
+            result.requeued.append(row.external_id)
+    cancel = [row.id for row in dead if row.id not in set(requeue)]
+    for chunk in _chunks(cancel):
+        session.execute(
+            update(table)
+            .where(table.c.id.in_(chunk), table.c.state == "dead")
+            .values(state="cancelled", updated_at=now, last_error="superseded: a newer write-back replaced it")
+        )
+    for chunk in _chunks(requeue):
+        session.execute(
+            update(table)
+            .where(table.c.id.in_(chunk), table.c.state == "dead")
+            .values(
+                state="pending", attempts=0, next_attempt_at=now, last_error=None,
+                version=table.c.version + 1, updated_at=now,
+            )
+        )
+    return result

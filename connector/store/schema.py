@@ -165,6 +165,7 @@ class SourceHealth(Base):
     api_used: Mapped[int | None] = mapped_column(BigInteger)
     api_limit: Mapped[int | None] = mapped_column(BigInteger)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    failed_job: Mapped[str | None] = mapped_column(String(16))  # pull | writeback: whose failure `last_error` is
     # Activity is optional: a failure to read it degrades the object without stopping it.
     activity_error: Mapped[str | None] = mapped_column(Text)
     activity_error_at: Mapped[datetime | None]

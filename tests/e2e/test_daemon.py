@@ -614,11 +614,13 @@ def test_kill_9_after_the_crm_took_a_write_before_it_was_confirmed(
     # drain confirms nothing before both are answered.
     sf = opened.salesforce(latency=0.5, seed=8)
     leads = list(seed_leads(sf, 300, mixed=False))
-    for lead in leads:
-        reply_to_lead(sf, lead)
     database = f"sqlite:///{tmp_path}/connector.db"
     config = write_config(tmp_path, database, sf=sf)
     store = opened.reader(database)
+    # The first sync is the baseline (rule 4): the replies that matter come after it.
+    assert sync_once(children, config, "baseline").popen.returncode == 0, why("the first sync failed")
+    for lead in leads:
+        reply_to_lead(sf, lead)
     victim = children.start("victim", "sync", "--once", "--config", str(config))
     wait_for(lambda: write_calls(sf) or not victim.running(), 120, "a write-back", every=0.005)
     victim.kill()
@@ -679,21 +681,25 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_no_history(
     new_leads = leads[::4]  # seed_leads mixes the statuses: every fourth lead is Open - Not Contacted
     rng.shuffle(new_leads)
     batches = [new_leads[REPLIES_PER_RUN * n : REPLIES_PER_RUN * (n + 1)] for n in range(CRASHES + 1)]
-    for sf in (crashed_sf, clean_sf):
-        for lead in batches[0]:
-            reply_to_lead(sf, lead, at=base + timedelta(minutes=5))
-        for lead in leads[1:200:4]:  # replies from Working leads: no trigger moves them
-            reply_to_lead(sf, lead, at=base + timedelta(minutes=5))
-    for batch in batches[1:]:  # the clean org gets at once the replies the other gets between crashes
-        for lead in batch:
-            reply_to_lead(clean_sf, lead)
-
     databases = {run: f"sqlite:///{tmp_path}/{run}.db" for run in ("crashed", "clean")}
     folders = {run: tmp_path / run for run in databases}
     for folder in folders.values():
         folder.mkdir()
     config = write_config(folders["crashed"], databases["crashed"], sf=crashed_sf)
     clean_config = write_config(folders["clean"], databases["clean"], sf=clean_sf)
+    # The first sync of each is its baseline (rule 4): the replies below all come after it.
+    for name, cfg in (("crashed-baseline", config), ("clean-baseline", clean_config)):
+        assert sync_once(children, cfg, name).popen.returncode == 0, why("the first sync failed")
+    after = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    time.sleep(max(0.0, (after - datetime.now(UTC)).total_seconds()) + 0.1)
+    for sf in (crashed_sf, clean_sf):
+        for lead in batches[0]:
+            reply_to_lead(sf, lead, at=after)
+        for lead in leads[1:200:4]:  # replies from Working leads: no trigger moves them
+            reply_to_lead(sf, lead, at=after)
+    for batch in batches[1:]:  # the clean org gets at once the replies the other gets between crashes
+        for lead in batch:
+            reply_to_lead(clean_sf, lead)
     clean_run = children.start("clean-0", "sync", "--once", "--config", str(clean_config))  # meanwhile
     # Random moments, seeded: most a random time into the run, three right after the CRM took a
     # batch of write-backs (when it has written 200 records and the outbox confirmed none of them).

@@ -20,6 +20,7 @@ from connector.sandbox.salesforce import SalesforceSandbox
 from tests.e2e.conftest import Crms, run_cli
 
 DAY = timedelta(days=1)
+WORKING, ATTEMPTED = "Working - Contacted", "ATTEMPTED_TO_CONTACT"
 
 
 def _at(offset: timedelta) -> Callable[[], datetime]:
@@ -29,9 +30,9 @@ def _at(offset: timedelta) -> Callable[[], datetime]:
 def seed_old_org(sf: SalesforceSandbox, hs: HubSpotSandbox) -> tuple[list[str], list[str], list[str], list[str]]:
     """Leads and contacts last touched 90 days ago; replies and calls logged 60 days ago."""
     sf.clock = hs.clock = _at(-90 * DAY)
-    working = sf.seed("Lead", [{"LastName": f"W{i}", "Company": "x", "Status": "Working - Contacted"} for i in range(40)])
+    working = sf.seed("Lead", [{"LastName": f"W{i}", "Company": "x", "Status": WORKING} for i in range(40)])
     new = sf.seed("Lead", [{"LastName": f"N{i}", "Company": "x", "Status": "Open - Not Contacted"} for i in range(10)])
-    attempted = hs.seed("contacts", [{"email": f"a{i}@x.io", "hs_lead_status": "ATTEMPTED_TO_CONTACT"} for i in range(30)])
+    attempted = hs.seed("contacts", [{"email": f"a{i}@x.io", "hs_lead_status": ATTEMPTED} for i in range(30)])
     fresh = hs.seed("contacts", [{"email": f"n{i}@x.io", "hs_lead_status": "NEW"} for i in range(10)])
     sf.clock = hs.clock = _at(-60 * DAY)
     sixty_days_ago = (datetime.now(UTC) - 60 * DAY).date().isoformat()

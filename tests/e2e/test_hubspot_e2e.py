@@ -20,7 +20,7 @@ from connector.live import check_object
 from connector.resync import ResyncOptions, resync
 from connector.sandbox._http import Fault, LoopbackServer, Request, Response
 from connector.sandbox.hubspot import HubSpotSandbox
-from connector.sources.base import RemoteEvent, StatusWrite, WriteOutcome
+from connector.sources.base import RemoteEvent, StatusWrite
 from connector.sources.errors import Action, CrmError
 from connector.sources.hubspot import HubSpot
 from connector.store import repo
@@ -90,8 +90,9 @@ def test_initial_then_incremental_pull(
         assert hub.stages() == {"New": 450, "In Progress": 30, None: 1}
         assert hub.record(odd[0]).state.quarantined == "NURTURE"
         searches = calls_to(sandbox, "POST", "/contacts/search")
-        # 450 share one instant: a page of them, three by id on that millisecond, then the 31 after.
-        assert searches == 5
+        # 450 share one instant: a page of them, whether ids compare as numbers (asked once), three by
+        # id on that millisecond, then the 31 after.
+        assert searches == 6
 
         clock.advance(minutes=5)
         sandbox.edit_as_person("contacts", new[7], hs_lead_status="CONNECTED")
@@ -215,7 +216,9 @@ def test_a_refused_value_fails_only_its_own_records(tmp_path: Path, sandbox: Hub
         )  # fmt: skip
     assert [o.ok for o in outcomes] == [True, False, True, True]
     error = outcomes[1].error
-    assert error is not None and error.action is Action.RECORD and "RETIRED was not one of the allowed" in error.message
+    # A value the options lack is the configuration's fault, refused whatever the record: the admin's.
+    assert error is not None and error.action is Action.ADMIN and "RETIRED was not one of the allowed" in error.message
+    assert "hs_lead_status" in error.message
     assert calls_to(sandbox, "POST", "/batch/update") == 4  # the batch, then one per distinct value
 
 
@@ -253,8 +256,8 @@ def test_lifecycle_stage_moved_backwards_is_cleared_first(
         sent = [
             (c.method, c.path.rsplit("/", 2)[-2:])
             for c in sandbox.server.calls()
-            if c.method != "POST" or "search" not in c.path
-        ]
+            if (c.method != "POST" or "search" not in c.path) and not c.path.endswith("/objects/contacts")
+        ]  # searches and the look at archived records (a list) aside
         assert sent == [
             ("POST", ["batch", "read"]),  # the conflict check
             ("GET", ["contacts", "lifecyclestage"]),  # the option order, read once
@@ -275,7 +278,8 @@ def test_lifecycle_stage_moved_backwards_is_cleared_first(
         sandbox.lifecycle_backwards = "ignore"
         sandbox.edit_as_person("contacts", person, lifecyclestage="customer")
         stale = StatusWrite(person, "opportunity", previous_status="marketingqualifiedlead")
-        assert hub.source.write_statuses("contacts", [stale]) == [WriteOutcome(person)]
+        (done,) = hub.source.write_statuses("contacts", [stale])
+        assert done.ok and done.record_id == person
         assert sandbox.record("contacts", person)["lifecyclestage"] == "opportunity"
         assert sandbox.writes()[-3:] == [
             (person, {"lifecyclestage": "opportunity"}),  # acknowledged, not made
@@ -288,7 +292,9 @@ def test_lifecycle_stage_moved_backwards_is_cleared_first(
 def test_engagements_become_events_that_move_stages(
     tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock, sqlite: str
 ) -> None:
+    sandbox.set_search_lag(0.5)  # engagements reach search a moment after they are logged
     ann, bob, cy, dee, eve = sandbox.seed("contacts", contacts(5, hs_lead_status="NEW"))
+    clock.advance(seconds=1)
     spec = LEAD_STATUS.replace("}", ', activity: {types: {"calls:hs_call_status=NO_ANSWER": none}}}')
     with open_connector(config(tmp_path, sandbox, sqlite, objects={"contacts": spec}), retry_sleep=no_wait) as hub:
         hub.cycle(NOW)
@@ -299,6 +305,7 @@ def test_engagements_become_events_that_move_stages(
         sandbox.add_engagement("calls", dee, {"hs_call_status": "NO_ANSWER"})  # ignored by the config
         sandbox.add_engagement("emails", eve, {"hs_email_direction": "EMAIL", "hs_email_status": "BOUNCED"})
         sandbox.seed("emails", [{"hs_email_direction": "EMAIL", "associations.contact": [dee, eve]}])  # to two
+        clock.advance(seconds=1)
         sandbox.server.reset_calls()
         outcome = hub.cycle(NOW + timedelta(minutes=5))
         assert outcome.error is None

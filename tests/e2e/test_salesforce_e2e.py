@@ -141,7 +141,10 @@ def test_thousands_on_one_timestamp_survive_an_interrupted_pull(world: World) ->
     synced, stop = world.synced(), threading.Event()
     first = world.engine.pull(synced, world.clock.advance(), progress=lambda _stats: stop.set(), stop=stop)
     assert first.records == 2_000
+    # The page read ahead meanwhile is dropped with its cursor, and its thread is gone.
     assert world.engine.cursor(synced) == Cursor(T0, ids[1_999])
+    assert count(world, repo.RECORDS) == 2_000
+    assert not [t for t in threading.enumerate() if t.name == "connector-read-ahead"]
 
     rest = world.engine.pull(synced, world.clock.advance())
     assert rest.records == 5_000  # the lookback re-reads the shared second; nothing is applied twice
@@ -297,7 +300,10 @@ def test_unable_to_lock_row_is_retried_then_done(world: World) -> None:
     assert written(world) == [(lead, WORKING)]
 
 
-def test_an_expired_session_is_renewed_once_and_the_run_carries_on(world: World) -> None:
+def test_an_expired_session_is_renewed_once_and_the_run_carries_on(open_world: OpenWorld) -> None:
+    # Pages of 500: the pull reads up to two pages ahead of the one applied, so the expiry after the
+    # first page still leaves calls to make.
+    world = open_world(page_size=500)
     world.seed_leads(4_500)
     world.sandbox.server.reset_calls()
     expired = threading.Event()
@@ -511,3 +517,18 @@ def test_a_sandbox_without_a_client_can_still_be_stopped() -> None:
     # Guards the fixtures: a sandbox that was never called stops promptly and cleanly.
     with SalesforceSandbox() as sandbox:
         assert sandbox.url.startswith("https://127.0.0.1:")
+
+
+def test_a_paused_source_asks_the_crm_before_waiting_out_its_pause(open_world: OpenWorld) -> None:
+    world = open_world(daily_limit=1_000, api_budget="50%")
+    world.seed_leads(3)
+    world.sandbox.set_api_usage(600)
+    assert world.cycle().paused is not None
+    world.sandbox.set_api_usage(0)  # the org's day rolled over well before our hour is up
+    world.sandbox.server.reset_calls()
+    assert world.cycle(seconds=30).paused is not None  # within the recheck interval: no call at all
+    assert world.sandbox.server.calls() == []
+    outcome = world.cycle(seconds=180)
+    assert outcome.paused is None and outcome.pulled.records == 3
+    assert next(c.path for c in world.sandbox.server.calls()).endswith("/limits/")  # one cheap look first
+    assert status_json(world)["paused"] is False

@@ -519,3 +519,101 @@ def test_seed_refuses_what_hubspot_would_and_takes_its_own_dates(sandbox: HubSpo
     sandbox.add_option("companies", "company_stage", "prospect", "Prospect")
     sandbox.edit_as_person("companies", company, company_stage="prospect")
     assert sandbox.record("companies", company)["hs_lastmodifieddate"] == "2024-03-01T09:30:00.000Z"
+
+
+# --- a real account's behaviour ------------------------------------------------------------------
+def test_search_sees_each_record_as_it_was_lag_seconds_ago_reads_by_id_live(
+    sandbox: HubSpotSandbox, hub: HubSpot
+) -> None:
+    now = [T0]
+    sandbox.clock = lambda: now[0]
+    (old,) = sandbox.seed("contacts", contacts(1, hs_lead_status="NEW"), modified_at=T0 - timedelta(days=1))
+    sandbox.set_search_lag(5)
+    sandbox.edit_as_person("contacts", old, hs_lead_status="OPEN")
+    (new,) = sandbox.seed("contacts", [{"email": "late@example.com"}])
+    status = {"propertyName": "hs_lead_status", "operator": "HAS_PROPERTY"}
+    (seen,) = find(hub, status, properties=["hs_lead_status"]).results
+    assert seen.properties["hs_lead_status"] == "NEW"  # the old value, with its old modified date
+    assert seen.properties["lastmodifieddate"] == "2024-02-29T09:30:00.000Z"
+    assert find(hub).total == 1  # the new contact is not searchable yet
+    live = hub.crm.contacts.basic_api.get_by_id(old, properties=["hs_lead_status"])
+    assert live.properties["hs_lead_status"] == "OPEN"
+    now[0] = T0 + timedelta(seconds=5)
+    assert find(hub, status, properties=["hs_lead_status"]).results[0].properties["hs_lead_status"] == "OPEN"
+    assert {r.id for r in find(hub).results} == {old, new}
+    sandbox.index_late("contacts", old, 60)  # the next change of it reaches search a minute late
+    sandbox.edit_as_person("contacts", old, hs_lead_status="CONNECTED")
+    now[0] = T0 + timedelta(seconds=30)
+    assert find(hub, status, properties=["hs_lead_status"]).results[0].properties["hs_lead_status"] == "OPEN"
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_ids_compare_as_numbers_or_as_text_in_filters(sandbox: HubSpotSandbox, hub: HubSpot, as_text: bool) -> None:
+    sandbox.skip_ids(9_998 - 1_001)
+    ids = sandbox.seed("contacts", contacts(4))  # 9998, 9999, 10000, 10001
+    sandbox.ids_as_text = as_text
+    found = find(hub, _f("hs_object_id", "GT", 9_999), sorts=["hs_object_id"])
+    assert [r.id for r in found.results] == ([] if as_text else ids[2:])  # as text, "10000" > "9999" is false
+    low = find(hub, _f("hs_object_id", "LTE", 9))
+    assert low.total == (2 if as_text else 0)  # "10000" <= "9" as text, "9998" is not
+
+
+def test_batch_update_answers_updated_at_and_history_has_hubspots_shape(sandbox: HubSpotSandbox, hub: HubSpot) -> None:
+    now = [T0]
+    sandbox.clock = lambda: now[0]
+    (person,) = sandbox.seed("contacts", contacts(1, hs_lead_status="NEW"), modified_at=T0 - timedelta(days=9))
+    sandbox.backdate("contacts", person, [("hs_lead_status", "NEW", T0 - timedelta(days=9))])
+    now[0] = T0 + timedelta(minutes=1)
+    inputs = [{"id": person, "properties": {"hs_lead_status": "OPEN", "lifecyclestage": "lead"}}]
+    done = hub.crm.contacts.batch_api.update(BatchInputSimplePublicObjectBatchInput(inputs=inputs))
+    assert done.results[0].updated_at == now[0]
+    body = BatchReadInputSimplePublicObjectId(
+        inputs=[{"id": person}], properties=["lifecyclestage", "hs_v2_date_entered_lead"],
+        properties_with_history=["hs_lead_status"],
+    )  # fmt: skip
+    (read,) = hub.crm.contacts.batch_api.read(body).results
+    history = read.properties_with_history["hs_lead_status"]
+    assert [(h.value, h.source_type, h.timestamp) for h in history] == [
+        ("OPEN", "API", now[0]), ("NEW", "CRM_UI", T0 - timedelta(days=9)),
+    ]  # newest first  # fmt: skip
+    assert read.properties["hs_v2_date_entered_lead"] == "2024-03-01T09:31:00.000Z"
+
+
+def test_a_merged_away_id_reads_as_its_survivor(sandbox: HubSpotSandbox, hub: HubSpot) -> None:
+    keep, gone = sandbox.seed("contacts", contacts(2, hs_lead_status="NEW"))
+    sandbox.merge("contacts", keep, gone)
+    got = hub.crm.contacts.basic_api.get_by_id(gone, properties=["hs_merged_object_ids"])
+    assert got.id == keep and got.properties["hs_merged_object_ids"] == gone
+    assert find(hub).total == 1
+    assert hub.crm.contacts.basic_api.get_page(archived=True).results == []  # merged is not archived
+
+
+def test_a_missing_scope_answers_403_as_hubspot_does(sandbox: HubSpotSandbox, hub: HubSpot) -> None:
+    sandbox.revoke_scope("meetings")
+    sandbox.revoke_scope("contacts", write=True)
+    with pytest.raises(ApiException) as read:
+        hub.crm.objects.basic_api.get_page("meetings")
+    body = error_of(read)
+    assert read.value.status == 403 and body["category"] == "MISSING_SCOPES"
+    assert body["message"].startswith("This app hasn't been granted all required scopes to make this call.")
+    assert body["errors"][0]["context"] == {"requiredGranularScopes": ["crm.objects.contacts.read"]}
+    hub.crm.contacts.basic_api.get_page()  # reading contacts is still allowed
+    with pytest.raises(ApiException) as write:
+        hub.crm.contacts.basic_api.create(SimplePublicObjectInput(properties={"email": "x@example.com"}))
+    assert error_of(write)["errors"][0]["context"]["requiredGranularScopes"] == ["crm.objects.contacts.write"]
+
+
+def _parsed(data: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+@pytest.mark.parametrize("kind", ["html", "truncated", "shape"])
+def test_a_malformed_200_can_be_injected(sandbox: HubSpotSandbox, hub: HubSpot, kind: str) -> None:
+    sandbox.answer_malformed(kind)
+    raw = hub.crm.contacts.basic_api.get_page(_preload_content=False)
+    assert raw.status == 200 and not isinstance(_parsed(raw.data).get("results"), list)
+    assert hub.crm.contacts.basic_api.get_page().results == []  # the next call is answered as usual

@@ -22,6 +22,7 @@ _At = connector.store.schema.UTCDateTime(timezone=True)
 
 def upgrade() -> None:
     with op.batch_alter_table('source_health') as batch:
+        batch.add_column(sa.Column('failed_job', sa.String(length=16), nullable=True))
         batch.add_column(sa.Column('activity_error', sa.Text(), nullable=True))
         batch.add_column(sa.Column('activity_error_at', _At, nullable=True))
         batch.add_column(sa.Column('activity_retry_at', _At, nullable=True))
@@ -37,5 +38,5 @@ def downgrade() -> None:
         batch.drop_column('merged_into')
     with op.batch_alter_table('source_health') as batch:
         for name in ('writeback_error_at', 'writeback_error', 'activity_failures', 'activity_retry_at',
-                     'activity_error_at', 'activity_error'):
+                     'activity_error_at', 'activity_error', 'failed_job'):
             batch.drop_column(name)

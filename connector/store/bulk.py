@@ -1,0 +1,218 @@
+"""The page-sized writes of the sync's hot path, as driver SQL with values already in the database's form.
+
+Every page of a pull upserts up to 2,000 records and their history. Through SQLAlchemy's typed
+statements that cost more CPU than the database's own work: a bind processor per value per row, a
+dict per row, parameter processing per batch. Here each value is converted once (timestamps to
+SQLite's text or left aware for PostgreSQL, JSON dumped once, booleans as they are) and handed to the
+driver in one call:
+
+- SQLite: the driver's `executemany`, which prepares the statement once and binds row by row in C;
+- PostgreSQL: one statement per page over `unnest` of one array per column, so the server plans
+  once and the rows travel in a single round trip; new records' ids come back with `RETURNING`.
+
+The rows written are exactly what the typed statements wrote, so everything reading them through
+SQLAlchemy (reports, the ORM, the tests) sees no difference. SQL NULL stands for "no fields" where the
+typed JSON column wrote the JSON text `null`; both read back as None.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:
+    from connector.rules import Transition
+    from connector.store.repo import RecordWrite
+
+# The columns a record write sets, in the order of the value tuples below.
+RECORD_COLUMNS = (
+    "stage",
+    "set_by",
+    "remote_status",
+    "stage_entered_at",
+    "last_activity_at",
+    "quarantined",
+    "inactive_decided_at",
+    "next_timer_at",
+    "owner",
+    "fields",
+    "deleted",
+    "converted",
+    "remote_modified_at",
+    "merged_into",
+    "updated_at",
+)
+_PG_RECORD_TYPES = (
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "json",
+    "boolean",
+    "boolean",
+    "timestamptz",
+    "text",
+    "timestamptz",
+)
+TRANSITION_COLUMNS = (
+    "record_id", "at", "from_stage", "to_stage", "cause", "detail", "rule", "suppressed", "reason", "owner"
+)
+# Ids per `IN (...)` on SQLite: well under its bound-parameter limit.
+_SQLITE_CHUNK = 500
+_PG_TRANSITION_TYPES = ("bigint", "timestamptz", "text", "text", "text", "text", "text", "boolean", "text", "text")
+
+
+def _naive(value: datetime) -> datetime:
+    raise ValueError(f"naive datetime {value!r} given to the store; pass an aware UTC instant")
+
+
+def sqlite_time(value: datetime | None) -> str | None:
+    """SQLAlchemy's SQLite DATETIME text for an aware instant: 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        _naive(value)
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # without the '+00:00'
+
+
+def pg_time(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        _naive(value)
+    return value
+
+
+def _dumps(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+class Writer:
+    """Bulk writes on one connection, in its dialect."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.postgres = connection.dialect.name == "postgresql"
+        self.time: Callable[[datetime | None], Any] = pg_time if self.postgres else self._sqlite_time
+        # A page's timestamps repeat (one modified stamp for a whole import, `now` on every row): each is
+        # converted once.
+        self._texts: dict[datetime, str | None] = {}
+
+    def _sqlite_time(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        text = self._texts.get(value)
+        if text is None:
+            text = self._texts[value] = sqlite_time(value)
+        return text
+
+    def _record_row(self, write: RecordWrite, updated_at: Any) -> tuple[Any, ...]:
+        state, time = write.state, self.time
+        return (
+            state.stage,
+            state.set_by.value if state.set_by else None,
+            state.remote_status,
+            time(state.stage_entered_at),
+            time(state.last_activity_at),
+            state.quarantined,
+            time(state.inactive_decided_at),
+            time(write.next_timer_at),
+            write.owner,
+            _dumps(write.fields),
+            write.deleted,
+            write.converted,
+            time(write.remote_modified_at),
+            write.merged_into,
+            updated_at,
+        )
+
+    def insert_records(self, source: str, obj: str, writes: Sequence[RecordWrite], now: datetime) -> dict[str, int]:
+        """Upsert records not yet known (by source, object, external id); external id -> row id."""
+        updated_at = self.time(now)
+        rows = [(w.external_id, *self._record_row(w, updated_at)) for w in writes]
+        columns = ("external_id", *RECORD_COLUMNS)
+        updates = ", ".join(f"{name} = excluded.{name}" for name in RECORD_COLUMNS)
+        conflict = f"ON CONFLICT (source, object, external_id) DO UPDATE SET {updates}"
+        if self.postgres:
+            arrays = ", ".join(f"%s::{kind}[]" for kind in ("text", *_PG_RECORD_TYPES))
+            sql = (
+                f"INSERT INTO records (source, object, {', '.join(columns)}) "
+                f"SELECT %s, %s, * FROM unnest({arrays}) {conflict} RETURNING external_id, id"
+            )
+            result = self.connection.exec_driver_sql(sql, (source, obj, *_columns(rows, len(columns))))
+            return {external_id: id_ for external_id, id_ in result}
+        marks = ", ".join("?" * (len(columns) + 2))
+        sql = f"INSERT INTO records (source, object, {', '.join(columns)}) VALUES ({marks}) {conflict}"
+        self.connection.exec_driver_sql(sql, [(source, obj, *row) for row in rows])
+        return {}  # SQLite's executemany returns no rows: the caller reads the ids back
+
+    def update_records(self, writes: Sequence[RecordWrite], now: datetime) -> None:
+        """Update known records by row id, in id order (the lock order everywhere)."""
+        updated_at = self.time(now)
+        rows = sorted((w.record_id, *self._record_row(w, updated_at)) for w in writes)
+        if self.postgres:
+            # Row locks are taken in id order first: the join below may visit rows in any order.
+            self.connection.exec_driver_sql(
+                "SELECT 1 FROM records WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE", ([r[0] for r in rows],)
+            )
+            arrays = ", ".join(f"%s::{kind}[]" for kind in ("bigint", *_PG_RECORD_TYPES))
+            assignments = ", ".join(f"{name} = v.{name}" for name in RECORD_COLUMNS)
+            sql = (
+                f"UPDATE records SET {assignments} FROM unnest({arrays}) AS v(id, {', '.join(RECORD_COLUMNS)}) "
+                "WHERE records.id = v.id"
+            )
+            self.connection.exec_driver_sql(sql, tuple(_columns(rows, len(RECORD_COLUMNS) + 1)))
+            return
+        assignments = ", ".join(f"{name} = ?" for name in RECORD_COLUMNS)
+        self.connection.exec_driver_sql(
+            f"UPDATE records SET {assignments} WHERE id = ?", [(*row[1:], row[0]) for row in rows]
+        )
+
+    def cancel_pending(self, record_ids: Sequence[int], now: datetime, reason: str | None) -> None:
+        """Pending outbox items of these records become cancelled (a newer version for the drain's check)."""
+        sql = (
+            "UPDATE outbox SET state = 'cancelled', updated_at = {mark}, last_error = {mark}, version = version + 1 "
+            "WHERE state = 'pending' AND record_id {match}"
+        )
+        if self.postgres:
+            statement = sql.format(mark="%s", match="= ANY(%s::bigint[])")
+            self.connection.exec_driver_sql(statement, (self.time(now), reason, list(record_ids)))
+            return
+        for start in range(0, len(record_ids), _SQLITE_CHUNK):
+            chunk = record_ids[start : start + _SQLITE_CHUNK]
+            statement = sql.format(mark="?", match=f"IN ({', '.join('?' * len(chunk))})")
+            self.connection.exec_driver_sql(statement, (self.time(now), reason, *chunk))
+
+    def insert_transitions(self, rows: Sequence[tuple[int, Transition]]) -> None:
+        time = self.time
+        values = [
+            (rid, time(t.at), t.from_stage, t.to_stage, t.cause.value, t.detail, t.rule, t.suppressed, t.reason,
+             t.owner)
+            for rid, t in rows
+        ]
+        names = ", ".join(TRANSITION_COLUMNS)
+        if self.postgres:
+            arrays = ", ".join(f"%s::{kind}[]" for kind in _PG_TRANSITION_TYPES)
+            self.connection.exec_driver_sql(
+                f"INSERT INTO transitions ({names}) SELECT * FROM unnest({arrays})",
+                tuple(_columns(values, len(TRANSITION_COLUMNS))),
+            )
+            return
+        marks = ", ".join("?" * len(TRANSITION_COLUMNS))
+        self.connection.exec_driver_sql(f"INSERT INTO transitions ({names}) VALUES ({marks})", values)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows to one list per column (PostgreSQL's arrays for `unnest`)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
