@@ -182,9 +182,11 @@ class Engine:
             for remote in candidates:
                 record = stored.get(remote.id)
                 item = pending.get(record.id) if record is not None else None
-                if record is not None and item is not None and our_write(record, remote, item[2]):
+                stale = record is not None and rules.is_stale(record.remote_modified_at, remote.modified_at)
+                if record is not None and item is not None and not stale and our_write(record, remote, item[2]):
                     # Our write-back reached the CRM but its confirmation was lost (a crash between the
-                    # two): reading it back is the confirmation, not a person's change (rule 1).
+                    # two): reading it back is the confirmation, not a person's change (rule 1). A stale
+                    # read that shows the same status is older than our write: it confirms nothing (rule 5).
                     record = replace(record, state=rules.written(record.state, item[2]))
                     repo.finish_item(session, item[0], item[1], "done", now, "confirmed by reading it back")
                     confirmed = decide_remote(record, remote, synced.mapping) or plain_write(
@@ -269,22 +271,23 @@ class Engine:
 
         def work(session: Session) -> EventStats:
             stats = EventStats(events=len(events))
+            stored = repo.load_records(session, synced.source, synced.name, sorted({e.record_id for e in events}))
+            # Activity on a record no pull has shown yet (its search index or commit is behind) is not
+            # taken in: the settle window reads it again and it counts once the record is known.
+            known = [e for e in events if e.record_id in stored and not stored[e.record_id].deleted]
+            stats.orphans = len({e.key for e in events} - {e.key for e in known})
             rows = [
                 {"object": synced.name, "external_id": e.record_id, "type": e.type, "at": e.at, "dedupe_key": e.key}
-                for e in events
+                for e in known
             ]
             baseline = _baseline(session, synced, now)
             new_keys = repo.insert_new_events(session, synced.source, rows, now)
-            once = {e.key: e for e in reversed(events)}  # the same key twice in one batch counts once
+            once = {e.key: e for e in reversed(known)}  # the same key twice in one batch counts once
             fresh = sorted((e for k, e in once.items() if k in new_keys), key=lambda e: (e.at, e.key))
             stats.new = len(fresh)
-            stored = repo.load_records(session, synced.source, synced.name, sorted({e.record_id for e in fresh}))
             states: dict[str, repo.RecordWrite] = {}
             for event in fresh:
-                record = stored.get(event.record_id)
-                if record is None or record.deleted:
-                    stats.orphans += 1
-                    continue
+                record = stored[event.record_id]
                 write = states.get(event.record_id) or write_for(
                     record, record.external_id, Decision(record.state), synced.mapping
                 )

@@ -143,6 +143,7 @@ class Drain:
                 to_send.append(item)
         conflicts: list[tuple[Claimed, RemoteRecord | None]] = []
         landed: list[Claimed] = []  # sent before a crash, never confirmed: the CRM already holds them
+        landed_at: dict[str, datetime] = {}  # the CRM's stamp of each, as the conflict check read it
         final = to_send
         if self.settings.conflict_check and to_send:
             current = self.source.read_statuses(synced.name, [i.external_id for i in to_send])
@@ -153,6 +154,7 @@ class Drain:
                 recorded = record.state.remote_status
                 if remote is not None and not remote.deleted and remote.status == item.status != recorded:
                     landed.append(item)
+                    landed_at[item.external_id] = remote.modified_at
                 elif remote is None or remote.deleted or (
                     remote.status != recorded and not rules.is_stale(record.remote_modified_at, remote.modified_at)
                 ):
@@ -169,7 +171,9 @@ class Drain:
                 outcomes = self.source.write_statuses(synced.name, writes)
             except CrmError as exc:
                 failure = exc
-        outcomes = [*outcomes, *(WriteOutcome(i.external_id) for i in landed)]
+        # Confirmed with the stamp read, as a write answer carries it: a lagging search that still shows
+        # the status before our write is then stale (rule 5), not a person's change.
+        outcomes = [*outcomes, *(WriteOutcome(i.external_id, modified_at=landed_at[i.external_id]) for i in landed)]
         final = [*final, *landed]
         moved = self._read_meanwhile(session, synced, stored, final)
         self._in(
