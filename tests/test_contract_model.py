@@ -9,7 +9,8 @@ may have gone over a person's edit the store did not know, and no transition may
 change a status no person ever set. A settle step (the clock past every lag and delay, pulls until
 quiet, the outbox drained) also checks that the CRM holds what the model says.
 
-The 10,000-interleaving run is `CONNECTOR_SLOW=1 pytest tests/test_contract_model.py -k slow`.
+The 10,000-interleaving run is `CONNECTOR_SLOW=1 pytest tests/test_contract_model.py -k slow`, or in
+chunks with progress: `python -m tests.soak_contract sqlite 5000` (and `postgresql`).
 """
 
 from __future__ import annotations
