@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from connector.cli import main
+from connector.cycle import Jobs
 from connector.explain import explain
 from connector.sandbox._http import Fault, Response
 from connector.sandbox.salesforce import SalesforceSandbox
@@ -533,3 +534,19 @@ def test_a_paused_source_asks_the_crm_before_waiting_out_its_pause(open_world: O
     assert outcome.paused is None and outcome.error is None and count(world, repo.RECORDS) == 3
     assert next(c.path for c in world.sandbox.server.calls()).endswith("/limits/")  # one cheap look first
     assert status_json(world)["paused"] is False
+
+
+def test_now_bounds_the_rules_never_the_pull(open_world: OpenWorld) -> None:
+    """`--now` earlier than the CRM's clock: the pull still reads up to the CRM's present, so its cursor
+    passes `--now` and the next sync reads nothing again."""
+    world = open_world()
+    world.seed_leads(5)
+    world.clock.advance(3600)
+    world.seed_leads(5)
+    earlier = world.clock.now - timedelta(hours=2)  # an admin evaluating the rules as of two hours ago
+    outcome = Jobs(world.engine).once(world.synced(), earlier)
+    assert outcome.error is None and outcome.pulled.records == 10
+    assert world.engine.cursor(world.synced()).modified_at == world.clock.now.replace(microsecond=0)
+    world.clock.advance(120)  # past the settle window: nothing is left to read again
+    again = Jobs(world.engine).once(world.synced(), earlier)
+    assert again.pulled.records == 0
