@@ -390,12 +390,15 @@ def outbox_counts(session: Session, source: str, obj: str) -> dict[str, int]:
 def finish_item(
     session: Session, item_id: int, version: int, state: str, now: datetime, error: str | None = None
 ) -> bool:
-    """Close an item, unless a newer status replaced it meanwhile (then it stays pending, to be sent)."""
+    """Close an item, unless a newer status replaced it meanwhile (then it stays pending, to be sent).
+
+    A dead letter counts the attempt that the CRM refused, so `outbox` shows how often it was tried."""
     table = OUTBOX
+    attempts = table.c.attempts + 1 if state == "dead" else table.c.attempts
     result = session.execute(
         update(table)
         .where(table.c.id == item_id, table.c.version == version, table.c.state == "pending")
-        .values(state=state, updated_at=now, last_error=error)
+        .values(state=state, updated_at=now, last_error=error, attempts=attempts)
     )
     return bool(getattr(result, "rowcount", 0))
 
