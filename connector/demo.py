@@ -87,7 +87,8 @@ sources:
 def _summary(outcome: ObjectOutcome) -> str:
     p, d = outcome.pulled, outcome.drained
     return (
-        f"{outcome.source} {outcome.object}: read {p.records}, moved {p.transitions + outcome.events.moves.transitions}"
+        f"{outcome.source} {outcome.object}: read {p.records}" + (f", new {p.new}" if p.new else "")
+        + f", moved {p.transitions + outcome.events.moves.transitions}"
         f" (+{outcome.timers.transitions} by timers), suppressed {p.suppressed + outcome.events.moves.suppressed}"
         f" (+{outcome.timers.suppressed}), written back {d.done}, conflicts {d.conflicts}, dead {d.dead}"
         + (f", quarantined {p.quarantined}" if p.quarantined else "")

@@ -43,7 +43,8 @@ BASELINE = "baseline"  # the cursor row that holds an object's baseline instant 
 class PageStats:
     records: int = 0
     changed: int = 0
-    transitions: int = 0
+    transitions: int = 0  # moves from one stage to another (or out of the funnel)
+    new: int = 0  # records new to the store taking the stage of their CRM status: not moves
     suppressed: int = 0
     writebacks: int = 0
     quarantined: int = 0
@@ -51,7 +52,7 @@ class PageStats:
     suppressed_by: dict[str, int] = field(default_factory=dict)  # reason -> count, for metrics
 
     def add(self, other: PageStats) -> None:
-        for name in ("records", "changed", "transitions", "suppressed", "writebacks", "quarantined", "deleted"):
+        for name in ("records", "changed", "transitions", "new", "suppressed", "writebacks", "quarantined", "deleted"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, count in other.suppressed_by.items():
             self.suppressed_by[reason] = self.suppressed_by.get(reason, 0) + count
@@ -75,6 +76,8 @@ def _count(stats: PageStats, write: repo.RecordWrite) -> None:
             # The reason's stable head ("would move backwards", "quarantined", ...) labels the metric.
             reason = (transition.reason or "unknown").split(":")[0].split("'")[0].strip()
             stats.suppressed_by[reason] = stats.suppressed_by.get(reason, 0) + 1
+        elif transition.from_stage is None and write.record_id is None:
+            stats.new += 1
         else:
             stats.transitions += 1
     stats.writebacks += 1 if write.writeback else 0

@@ -22,7 +22,8 @@ def outcome_line(outcome: ObjectOutcome, *, dry_run: bool = False) -> str:
     p, d = outcome.pulled, outcome.drained
     written = "would write back" if dry_run else "written back"
     line = (
-        f"{outcome.source} {outcome.object}: pulled {p.records} ({p.transitions} moved, {p.quarantined} quarantined), "
+        f"{outcome.source} {outcome.object}: pulled {p.records} ({p.new} new, {p.transitions} moved, "
+        f"{p.quarantined} quarantined), "
         f"activity {outcome.events.new} new, timers moved {outcome.timers.transitions}, "
         f"{written} {d.done}, conflicts {d.conflicts}, retrying {d.retried}, dead {d.dead}"
     )
@@ -43,6 +44,7 @@ def outcome_json(outcome: ObjectOutcome) -> dict[str, Any]:
         "source": outcome.source,
         "object": outcome.object,
         "pulled": p.records,
+        "new": p.new,
         "moved": p.transitions + outcome.events.moves.transitions + outcome.timers.transitions,
         "written": d.done,
         "conflicts": d.conflicts,

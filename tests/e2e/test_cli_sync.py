@@ -20,8 +20,9 @@ def test_sync_once_pulls_every_object_and_reports_progress(crms: Crms) -> None:
     code, out = run_cli(config, "sync", "--once")
     assert code == 0, out
     assert "sfdc Lead: 2000 records read" in out and "sfdc Lead: 2500 records read" in out  # a line per page
-    assert "sfdc Lead: pulled 2500 (2500 moved" in out
-    assert "hubspot contacts: pulled 300 (300 moved" in out
+    # The first sync enters every record at its CRM status: new records, no moves (rule 4).
+    assert "sfdc Lead: pulled 2500 (2500 new, 0 moved" in out
+    assert "hubspot contacts: pulled 300 (300 new, 0 moved" in out
     code, out = run_cli(config, "sync", "sfdc", "Lead", "--once")
     assert code == 0 and "hubspot" not in out
     assert run_cli(config, "sync", "sfdc", "Laed", "--once")[0] == 2
@@ -40,7 +41,7 @@ def test_resync_dry_run_shows_drift_and_changes_nothing_then_repairs_it(crms: Cr
     sf.clock = lambda: clock() - timedelta(hours=1)
     sf.edit_as_person("Lead", leads[2], Status="Working - Contacted")
     sf.clock = clock
-    assert "(0 moved" in run_cli(config, "sync", "sfdc", "Lead", "--once")[1]  # the pull does not see it
+    assert ", 0 moved" in run_cli(config, "sync", "sfdc", "Lead", "--once")[1]  # the pull does not see it
     code, preview = run_cli(config, "resync", "sfdc", "Lead", "--dry-run")
     assert code == 0, preview
     assert f"{leads[2]}: New -> Working" in preview and "would change 1" in preview
