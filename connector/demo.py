@@ -13,7 +13,6 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 
 from connector.config import load_config
@@ -21,7 +20,7 @@ from connector.cycle import Jobs, ObjectOutcome
 from connector.engine import Engine
 from connector.sandbox.hubspot import HubSpotSandbox
 from connector.sandbox.salesforce import SalesforceSandbox
-from connector.sandbox_cmd import start_sandboxes, write_config
+from connector.sandbox_cmd import Sandboxes, start_sandboxes, write_config
 from connector.sources.factory import open_sources
 from connector.store import repo
 from connector.store.db import open_store
@@ -51,37 +50,9 @@ def _pick(rng: random.Random, mix: list[tuple[str, float]]) -> str:
 
 
 def _write_config(folder: Path, sf: SalesforceSandbox, hs: HubSpotSandbox) -> Path:
-    mappings = folder / "mappings"
-    mappings.mkdir()
-    for name in ("salesforce-lead.yaml", "hubspot-contact.yaml"):
-        source = resources.files("connector") / "examples" / "mappings" / name
-        (mappings / name).write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
-    config = folder / "config.yaml"
-    config.write_text(
-        f"""# Written by `connector demo`. Point the same file at a real org by changing the URLs and auth.
-database: sqlite:///connector.db
-sources:
-  sfdc:
-    type: salesforce
-    instance_url: {sf.url}
-    auth:
-      method: client_credentials
-      login_url: {sf.url}
-      client_id: {sf.client_id}
-      client_secret: {sf.client_secret}
-    ca_bundle: {sf.ca_pem}
-    objects:
-      Lead: {{status_field: Status, mapping: mappings/salesforce-lead.yaml}}
-  hubspot:
-    type: hubspot
-    base_url: {hs.url}
-    auth: {{method: token, access_token: {hs.token}}}
-    objects:
-      contacts: {{status_field: hs_lead_status, mapping: mappings/hubspot-contact.yaml}}
-""",
-        encoding="utf-8",
-    )
-    return config
+    """A config for sandboxes started elsewhere (the tests'), trusting their own CA file where it is."""
+    crms = Sandboxes(folder, sf, hs)
+    return write_config(folder, crms, header="Written by `connector demo`.", ca_bundle=str(sf.ca_pem))
 
 
 def _summary(outcome: ObjectOutcome) -> str:

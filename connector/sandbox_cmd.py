@@ -119,7 +119,9 @@ def seed(crms: Sandboxes, rng: random.Random | None = None) -> tuple[list[str], 
     return leads, contacts
 
 
-def write_config(folder: Path, crms: Sandboxes, *, header: str = "Written by `connector sandbox`.") -> Path:
+def write_config(
+    folder: Path, crms: Sandboxes, *, header: str = "Written by `connector sandbox`.", ca_bundle: str = CA_CERT
+) -> Path:
     """config.yaml and the example mappings, pointing at `crms`; paths relative to the folder."""
     from importlib import resources
 
@@ -144,7 +146,7 @@ sources:
       login_url: {sf.url}
       client_id: {sf.client_id}
       client_secret: {sf.client_secret}
-    ca_bundle: {CA_CERT}
+    ca_bundle: {ca_bundle}
     objects:
       Lead: {{status_field: Status, mapping: mappings/salesforce-lead.yaml}}
   hubspot:
