@@ -177,3 +177,4 @@ class World:
 
 def leads(n: int, **fields: Any) -> list[dict[str, Any]]:
     return [{"LastName": f"Lead {i}", "Company": "Acme", "Email": f"lead{i}@example.com", **fields} for i in range(n)]
+

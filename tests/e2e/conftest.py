@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +13,7 @@ from connector.cli import main
 from connector.demo import _write_config
 from connector.sandbox.hubspot import HubSpotSandbox
 from connector.sandbox.salesforce import SalesforceSandbox
+from tests.salesforce_support import World
 
 Crms = tuple[SalesforceSandbox, HubSpotSandbox, Path]
 
@@ -33,3 +35,30 @@ def run_cli(config: Path, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, [*args, "--config", str(config)])
     assert "Traceback" not in result.output
     return result.exit_code, result.output
+
+
+
+# Salesforce worlds (sandbox + config + engine), for the Salesforce end-to-end files.
+OpenWorld = Callable[..., World]
+
+
+@pytest.fixture
+def open_world(tmp_path: Path) -> Iterator[OpenWorld]:
+    """Opens worlds (sandbox + config + engine) on demand; all are closed when the test ends."""
+    opened: list[World] = []
+
+    def make(db_url: str | None = None, **config: Any) -> World:
+        folder = tmp_path / f"world{len(opened)}"
+        folder.mkdir()
+        world = World.open(folder, db_url, **config)
+        opened.append(world)
+        return world
+
+    yield make
+    for world in opened:
+        world.close()
+
+
+@pytest.fixture
+def world(open_world: OpenWorld) -> World:
+    return open_world()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,34 +24,12 @@ from connector.sources.base import Cursor
 from connector.sources.errors import Action, CrmError
 from connector.sources.salesforce import Salesforce
 from connector.store import repo
+from tests.e2e.conftest import OpenWorld
 from tests.salesforce_support import MAPPINGS, OBJECTS, SOURCE, T0, World
 
 WORKING, NEW = "Working - Contacted", "Open - Not Contacted"
 CLOSED_LOST, CONVERTED = "Closed - Not Converted", "Closed - Converted"
 
-OpenWorld = Callable[..., World]
-
-
-@pytest.fixture
-def open_world(tmp_path: Path) -> Iterator[OpenWorld]:
-    """Opens worlds (sandbox + config + engine) on demand; all are closed when the test ends."""
-    opened: list[World] = []
-
-    def make(db_url: str | None = None, **config: Any) -> World:
-        folder = tmp_path / f"world{len(opened)}"
-        folder.mkdir()
-        world = World.open(folder, db_url, **config)
-        opened.append(world)
-        return world
-
-    yield make
-    for world in opened:
-        world.close()
-
-
-@pytest.fixture
-def world(open_world: OpenWorld) -> World:
-    return open_world()
 
 
 def stage(world: World, record_id: str, obj: str = "Lead") -> Any:

@@ -5,7 +5,6 @@ nothing of ours is mocked."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,33 +19,12 @@ from connector.explain import explain
 from connector.sources.base import Cursor, RemoteEvent, StatusWrite
 from connector.sources.errors import Action, CrmError
 from connector.sources.salesforce import Salesforce
+from tests.e2e.conftest import OpenWorld
 from tests.salesforce_support import OBJECTS, SOURCE, World
 
 WORKING, NEW = "Working - Contacted", "Open - Not Contacted"
 CLOSED_LOST = "Closed - Not Converted"
 
-OpenWorld = Callable[..., World]
-
-
-@pytest.fixture
-def open_world(tmp_path: Path) -> Iterator[OpenWorld]:
-    opened: list[World] = []
-
-    def make(db_url: str | None = None, **config: Any) -> World:
-        folder = tmp_path / f"world{len(opened)}"
-        folder.mkdir()
-        world = World.open(folder, db_url, **config)
-        opened.append(world)
-        return world
-
-    yield make
-    for world in opened:
-        world.close()
-
-
-@pytest.fixture
-def world(open_world: OpenWorld) -> World:
-    return open_world()
 
 
 def transitions(world: World, record_id: str, obj: str = "Lead") -> list[dict[str, Any]]:
