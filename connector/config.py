@@ -133,6 +133,26 @@ class ObjectConfig(_Model):
     clear_before_backwards: StrictBool = True
 
 
+class HubSpotWebhooks(_Model):
+    """A HubSpot app's webhook subscriptions, checked by their v3 signature."""
+
+    # Secret: the app's client secret, which signs every request (X-HubSpot-Signature-v3).
+    app_secret: SecretStr
+    # A request whose X-HubSpot-Request-Timestamp is older than this is a replay (HubSpot: 5 minutes).
+    max_age: Duration = timedelta(minutes=5)
+    # The target URL as registered in the app, when a proxy in front changes scheme, host or port:
+    # the signature covers the URL HubSpot called, not the one this server sees.
+    url: StrictStr | None = None
+
+
+class SalesforceWebhooks(_Model):
+    """Outbound Messages from a flow or workflow rule; each names the org it comes from."""
+
+    organization_id: StrictStr  # 00D..., 15 or 18 characters; a message from another org is refused
+    # Secret: optional, a value the Outbound Message's endpoint URL carries as ?token=...
+    token: SecretStr | None = None
+
+
 class _SourceBase(_Model):
     ca_bundle: Path | None = None
     api_budget: Percent = 0.5
@@ -150,6 +170,7 @@ class SalesforceSource(_SourceBase):
     instance_url: StrictStr | None = None
     api_version: StrictStr = "62.0"
     auth: SalesforceAuth
+    webhooks: SalesforceWebhooks | None = None
 
     @property
     def settle_window(self) -> timedelta:
@@ -190,6 +211,7 @@ class HubSpotSource(_SourceBase):
     type: Literal["hubspot"]
     base_url: StrictStr = "https://api.hubapi.com"
     auth: HubSpotAuth
+    webhooks: HubSpotWebhooks | None = None
     # The account (Hub ID) number, for links to records in notifications: app.hubspot.com/contacts/<portal_id>/...
     portal_id: StrictInt | StrictStr | None = None
 
@@ -219,11 +241,14 @@ class Server(_Model):
     listen: StrictStr = "127.0.0.1:9108"
     # Secret: whoever holds it reads the health page; required to listen beyond loopback.
     token: SecretStr | None = None
+    # A second address that serves only /webhooks/<source> (what the CRMs must reach); None: `listen`.
+    webhooks: StrictStr | None = None
 
-    @field_validator("listen")
+    @field_validator("listen", "webhooks")
     @classmethod
-    def _address(cls, value: str) -> str:
-        split_listen(value)
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
         return value
 
     @model_validator(mode="after")
@@ -407,9 +432,11 @@ def _resolve_paths(doc: YamlDocument, base: Path) -> None:
 
 def with_listen(config: Config, listen: str) -> Config:
     """`connector run --listen ADDR`: the config's server settings, its token included, at another address."""
-    token = config.model.server.token if config.model.server is not None else None
+    current = config.model.server
+    token = current.token if current is not None else None
+    webhooks = current.webhooks if current is not None else None
     try:
-        server = Server(listen=listen, token=token)
+        server = Server(listen=listen, token=token, webhooks=webhooks)
     except ValidationError as exc:
         reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         raise UsageError(f"--listen: {reasons}") from None

@@ -1,0 +1,1 @@
+"""Webhook intake: CRMs tell us which records changed; we read those records ourselves."""
