@@ -102,6 +102,7 @@ from connector.sandbox.hubspot_search import (
     search,
     to_ms,
 )
+from connector.sandbox.hubspot_webhooks import Subscription, WebhookSender
 
 __all__ = ["LEAD_STATUSES", "LIFECYCLE_STAGES", "HubSpotSandbox", "PropertyDef"]
 
@@ -212,6 +213,8 @@ class HubSpotSandbox:
         self._window: deque[float] = deque()
         self._search_window: deque[float] = deque()
         self._accepted: list[float] = []
+        self._webhooks: WebhookSender | None = None  # see subscribe_webhooks
+        self._echo_api_writes = True
         self._day: date | None = None
         self._day_count = 0
         pattern = re.compile
@@ -237,6 +240,7 @@ class HubSpotSandbox:
         self.server.start(port)
 
     def stop(self) -> None:
+        self.unsubscribe_webhooks()
         self.server.stop()
 
     def __enter__(self) -> Self:
@@ -308,6 +312,9 @@ class HubSpotSandbox:
             table.index.add_many(made)
             for record in made:
                 self._indexed(table, record)
+            if self._webhooks is not None:
+                for record in made:
+                    self._event(table, "creation", record.id, "CRM_UI")
             for record_id, owner, to_id in links:
                 self._link(table.name, record_id, to_id, owner)
         return [str(r.id) for r in made]
@@ -385,6 +392,10 @@ class HubSpotSandbox:
                 self._indexed(table, gone)
                 gone.archived_ms = None
             self._apply(table, primary, values)
+            self._event(
+                table, "merge", primary.id, "CRM_UI", primaryObjectId=primary.id, mergedObjectIds=[gone.id],
+                newObjectId=primary.id, numberOfPropertiesMoved=len(values) - 1,
+            )  # fmt: skip
 
     def edit_as_person(self, object_type: str, record_id: str, **properties: Any) -> None:
         """A user's edit in HubSpot's UI: options are checked, lifecyclestage may move backwards."""
@@ -392,6 +403,37 @@ class HubSpotSandbox:
         with self._lock:
             record = table.records[int(record_id)]
             self._apply(table, record, self._checked(table, properties), "CRM_UI")
+
+    def subscribe_webhooks(
+        self,
+        target_url: str,
+        app_secret: str,
+        subscriptions: Iterable[Subscription | tuple[str, str | None] | tuple[str, str | None, str]],
+        *,
+        delay: float = 0.0,
+        retries: int = 3,
+        backoff: float = 0.05,
+        timeout: float = 2.0,
+        echo_api_writes: bool = True,
+    ) -> WebhookSender:
+        """From now on, changes of contacts and companies are POSTed to `target_url` as HubSpot's signed
+        webhooks, e.g. `[("contact.propertyChange", "hs_lead_status"), ("contact.creation", None)]`
+        (see hubspot_webhooks). `echo_api_writes=False` leaves out property changes made through the API.
+        Replaces an earlier subscription; `stop()` or `unsubscribe_webhooks()` ends it."""
+        self.unsubscribe_webhooks()
+        sender = WebhookSender(
+            target_url, app_secret, subscriptions, portal_id=_PORTAL_ID, delay=delay, retries=retries,
+            backoff=backoff, timeout=timeout, wall_ms=lambda: time.time_ns() // 1_000_000,
+        )  # fmt: skip
+        with self._lock:
+            self._webhooks, self._echo_api_writes = sender, echo_api_writes
+        return sender
+
+    def unsubscribe_webhooks(self) -> None:
+        with self._lock:
+            sender, self._webhooks = self._webhooks, None
+        if sender is not None:
+            sender.stop()
 
     def record(self, object_type: str, record_id: str) -> dict[str, Any]:
         table = self._table(object_type, api=False)
@@ -653,6 +695,7 @@ class HubSpotSandbox:
                 else:
                     self._link(target, to_id, record.id, table.name)
             self._writes.append((table.name, str(record.id), _stored(values)))
+            self._event(table, "creation", record.id, "API")
             return Response(201, self._object(table, record, list(values)), records=1)
 
     def _update(self, request: Request, type_name: str, raw_id: str) -> Response:
@@ -674,7 +717,7 @@ class HubSpotSandbox:
         with self._lock:
             record = self._find(table, raw_id, None, False)
             if record is not None:
-                self._archive(table, record)
+                self._archive(table, record, "API")
         return Response(204, records=0 if record is None else 1)
 
     def _search(self, request: Request, type_name: str) -> Response:
@@ -1006,6 +1049,7 @@ class HubSpotSandbox:
             return
         now = self._now_ms()
         self._remember(table, record, values, now, source)
+        changed = [(n, v) for n, v in values.items() if record.values.get(n) != v]
         for name, value in values.items():
             if value is None:
                 record.values.pop(name, None)
@@ -1015,6 +1059,9 @@ class HubSpotSandbox:
             table.index.move(record, now)
         record.modified_ms = now
         self._indexed(table, record)
+        if source != "API" or self._echo_api_writes:
+            for name, value in changed:
+                self._event(table, "propertyChange", record.id, source, property_name=name, property_value=value)
 
     def _remember(
         self, table: ObjectTable, record: Record, values: Mapping[str, str | None], at_ms: int, source: str
@@ -1028,11 +1075,20 @@ class HubSpotSandbox:
         if stage and stage != record.values.get("lifecyclestage") and table.name in ("contacts", "companies"):
             record.values[f"hs_v2_date_entered_{stage}"] = ms_to_iso(at_ms)
 
-    def _archive(self, table: ObjectTable, record: Record) -> None:
+    def _archive(self, table: ObjectTable, record: Record, source: str = "CRM_UI") -> None:
         if record.archived_ms is None:
             table.index.remove(record)
             record.archived_ms = self._now_ms()
             self._indexed(table, record)
+            self._event(table, "deletion", record.id, source)
+
+    def _event(self, table: ObjectTable, action: str, record_id: int, source: str, **details: Any) -> None:
+        """Tells the webhook subscriptions, if any, that a contact or company changed (hubspot_webhooks)."""
+        sender = self._webhooks
+        if sender is not None and table.name in SINGULAR:
+            source_id = _SOURCE_IDS[source]
+            sender.notify(SINGULAR[table.name], action, record_id, self._now_ms(), change_source=source,
+                          source_id=source_id, **details)  # fmt: skip
 
     def _take_failure(self, record_id: int) -> _Failure | None:
         failure = self._failures.get(record_id)
