@@ -160,6 +160,10 @@ class WebhookSender:
         with self._cond:
             return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         """Stops at once: a retry waiting is abandoned, queued events are dropped."""
         self._stopping.set()
