@@ -254,6 +254,16 @@ def test_what_moves_nothing_we_sync_is_accepted_and_ignored() -> None:
     assert notices(body) == []
 
 
+def test_an_event_we_do_not_act_on_never_gets_a_genuine_batch_refused() -> None:
+    association = {"eventId": 2, "portalId": PORTAL, "occurredAt": 1764489600000, "attemptNumber": 0,
+                   "subscriptionType": "contact.associationChange", "fromObjectId": 1, "toObjectId": 9}  # fmt: skip
+    merge = event("contact.merge", 7, primaryObjectId=7, mergedObjectIds=[8])
+    del merge["objectId"]
+    assert notices([association, merge, event("contact.creation", 3)]) == [
+        Notice("contacts", ("7", "8"), NoticeKind.MERGE), Notice("contacts", ("3",), NoticeKind.CREATION)
+    ]  # fmt: skip
+
+
 def test_events_of_another_hubspot_account_are_ignored_when_the_portal_is_configured() -> None:
     ours = event("contact.creation", 1)
     theirs = {**event("contact.creation", 2), "portalId": 999}

@@ -160,7 +160,7 @@ class HubSpotReceiver:
         if self._portal is not None and event.portal_id != self._portal:
             log.debug("webhook event of another HubSpot account ignored (source %s)", self.source)
             return None
-        kind = _KINDS.get(event.action)
+        kind = _KINDS.get(event.action)  # None: not a record action (see hubspot_events.RECORD_ACTIONS)
         name = self._objects.get(event.object_type)
         if kind is None or name is None:
             return None

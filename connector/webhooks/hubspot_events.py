@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_EVENTS = 100  # HubSpot sends at most 100 events a request
+# The actions that name a record whose status may have moved; the shape of other events (association
+# changes, conversations, types HubSpot adds later) is not checked beyond the common keys, so that one
+# of them never makes the whole batch refused, and retried by HubSpot for a day.
+RECORD_ACTIONS = frozenset({"propertyChange", "creation", "restore", "deletion", "privacyDeletion", "merge"})
 _MAX_ID_DIGITS = 20
 _MAX_TEXT = 512  # subscription types and property names are short; anything longer is not HubSpot's
 
@@ -65,7 +69,10 @@ def _event(n: int, item: Any) -> Event:
     _integer(n, item, "occurredAt")
     if "attemptNumber" in item:
         _integer(n, item, "attemptNumber")
+    portal_id = _identifier(n, item, "portalId")
     action = subscription_type.partition(".")[2]
+    if action not in RECORD_ACTIONS:
+        return Event(subscription_type=subscription_type, object_id="", portal_id=portal_id)
     object_type_id = _text(n, item, "objectTypeId") if subscription_type.startswith("object.") else None
     property_name = _text(n, item, "propertyName") if action == "propertyChange" else None
     related: tuple[str, ...] = ()
@@ -78,10 +85,12 @@ def _event(n: int, item: Any) -> Event:
         if item.get("newObjectId") is not None:
             ids.append(_identifier(n, item, "newObjectId"))
         related = tuple(ids)
+    # A merge names its survivor as primaryObjectId; objectId is the same record when present.
+    object_id = related[0] if related and "objectId" not in item else _identifier(n, item, "objectId")
     return Event(
         subscription_type=subscription_type,
-        object_id=_identifier(n, item, "objectId"),
-        portal_id=_identifier(n, item, "portalId"),
+        object_id=object_id,
+        portal_id=portal_id,
         object_type_id=object_type_id,
         property_name=property_name,
         related_ids=related,
