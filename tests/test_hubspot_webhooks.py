@@ -158,6 +158,13 @@ def test_a_timestamp_that_is_not_milliseconds_is_refused() -> None:
     assert refusal(WebhookRequest("POST", URL, headers, request.body, NOW)).reason is RefusalReason.SIGNATURE
 
 
+def test_a_default_port_the_server_adds_is_not_part_of_the_signed_url() -> None:
+    seen = "https://connector.example.com:443/webhooks/hubspot"
+    assert receiver().receive(signed([event("contact.creation")], seen_url=seen))[1].status == 200
+    other_port = "https://connector.example.com:8443/webhooks/hubspot"
+    assert refusal(signed([event("contact.creation")], seen_url=other_port)).reason is RefusalReason.SIGNATURE
+
+
 def test_behind_a_proxy_the_configured_target_url_is_what_was_signed() -> None:
     seen = "http://127.0.0.1:9108/webhooks/hubspot"
     request = signed([event("contact.creation")], url="https://hooks.example.com/crm/hubspot", seen_url=seen)

@@ -139,7 +139,7 @@ class HubSpotReceiver:
         """The URL HubSpot called: as seen, or, behind a proxy, the configured target URL with the query
         this server saw (HubSpot calls the registered URL as it is)."""
         if self._url is None:
-            return seen
+            return _without_default_port(seen)
         if "?" in self._url:
             return self._url
         query = urlsplit(seen).query
@@ -167,6 +167,17 @@ class HubSpotReceiver:
         if kind is NoticeKind.CHANGE and event.property_name not in self._properties[name]:
             return None
         return name, kind
+
+
+def _without_default_port(url: str) -> str:
+    """`https://host:443/...` as `https://host/...`: a server may add the port HubSpot's registered URL
+    leaves out. Only the authority changes; the path and query stay byte for byte as they came."""
+    parts = urlsplit(url)
+    default = {"https": ":443", "http": ":80"}.get(parts.scheme.lower())
+    if default is None or not parts.netloc.endswith(default):
+        return url
+    head = f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}://{parts.netloc[: -len(default)]}{url[len(head):]}" if url.startswith(head) else url
 
 
 def interesting_properties(objects: Mapping[str, ObjectConfig]) -> dict[str, frozenset[str]]:
