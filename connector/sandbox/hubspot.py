@@ -55,6 +55,8 @@ Behaving like a real account (docs/crm-behaviour.md gives the source of each):
   * `revoke_scope`: 403 MISSING_SCOPES with the scopes named. `answer_malformed`: a 200 that is not
     HubSpot's JSON. Batch updates answer each record's `updatedAt`.
   * Engagements associate with contacts and companies.
+  * `subscribe_webhooks`: changes of contacts and companies go to a target URL as the app's signed,
+    batched, retried webhooks (`hubspot_webhooks`).
 
 The stand-in's own choices, where HubSpot documents no answer: the 10,000-cap body is HubSpot's
 generic "There was a problem with the request."; the >100-inputs message follows HubSpot's wording
@@ -392,6 +394,7 @@ class HubSpotSandbox:
                 self._indexed(table, gone)
                 gone.archived_ms = None
             self._apply(table, primary, values)
+            self._event(table, "deletion", gone.id, "CRM_UI")  # for each secondary (docs/crm-behaviour.md)
             self._event(
                 table, "merge", primary.id, "CRM_UI", primaryObjectId=primary.id, mergedObjectIds=[gone.id],
                 newObjectId=primary.id, numberOfPropertiesMoved=len(values) - 1,

@@ -93,12 +93,14 @@ def test_creation_archive_and_merge_are_sent_and_name_every_record(
     sandbox.archive("contacts", third)
     sandbox.merge("contacts", first, second)
     sent = [e for s in settled(sender) for e in events(s)]
-    assert [e["subscriptionType"] for e in sent] == ["contact.creation"] * 3 + ["contact.deletion", "contact.merge"]
+    kinds = ["contact.creation"] * 3 + ["contact.deletion"] * 2 + ["contact.merge"]
+    assert [e["subscriptionType"] for e in sent] == kinds
+    assert [e["objectId"] for e in sent if e["subscriptionType"] == "contact.deletion"] == [int(third), int(second)]
     merge = sent[-1]
     assert (merge["primaryObjectId"], merge["mergedObjectIds"]) == (int(first), [int(second)])
     assert set(endpoint.notices) == {
         Notice("contacts", (first, second, third), NoticeKind.CREATION),
-        Notice("contacts", (third,), NoticeKind.DELETION),
+        Notice("contacts", (third, second), NoticeKind.DELETION),
         Notice("contacts", (first, second), NoticeKind.MERGE),
     }
 
