@@ -242,6 +242,22 @@ def test_a_merge_into_a_new_record_names_the_new_one_too() -> None:
     assert notices(body) == [Notice("contacts", ("7", "8", "12"), NoticeKind.MERGE)]
 
 
+def test_the_guides_example_payload_with_event_type_is_understood() -> None:
+    # developers.hubspot.com/docs/api/webhooks, "Webhook payloads": the example names the type `eventType`.
+    body = [
+        {"objectId": 1246965, "propertyName": "lifecyclestage", "propertyValue": "subscriber",
+         "changeSource": "ACADEMY", "eventId": 3816279340, "subscriptionId": 25, "portalId": 33, "appId": 1160452,
+         "occurredAt": 1462216307945,
+         "eventType": "contact.propertyChange", "attemptNumber": 0},
+        {"objectId": 1246978, "changeSource": "IMPORT", "eventId": 3816279480, "subscriptionId": 22, "portalId": 33,
+         "appId": 1160452, "occurredAt": 1462216307945, "eventType": "contact.creation", "attemptNumber": 0},
+    ]  # fmt: skip
+    config = HubSpotWebhooks(app_secret=SecretStr(SECRET))
+    found, _ = HubSpotReceiver("hubspot", config, {"contacts": frozenset({"lifecyclestage"})}).receive(signed(body))
+    assert list(found) == [Notice("contacts", ("1246965",), NoticeKind.CHANGE),
+                           Notice("contacts", ("1246978",), NoticeKind.CREATION)]  # fmt: skip
+
+
 def test_ids_are_named_once_per_notice() -> None:
     change = event("contact.propertyChange", 1, propertyName="hs_lead_status", propertyValue="OPEN")
     assert notices([change, {**change, "eventId": 2}, event("contact.creation", 1)]) == [

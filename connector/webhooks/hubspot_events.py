@@ -64,7 +64,8 @@ def parse_events(body: bytes) -> list[Event]:
 def _event(n: int, item: Any) -> Event:
     if not isinstance(item, dict):
         raise MalformedBody(f"event {n} is not a JSON object")
-    subscription_type = _text(n, item, "subscriptionType")
+    # Requests carry `subscriptionType`; the Webhooks API guide's example payload names it `eventType`.
+    subscription_type = _text(n, item, "subscriptionType" if "subscriptionType" in item else "eventType")
     _identifier(n, item, "eventId")
     _integer(n, item, "occurredAt")
     if "attemptNumber" in item:
