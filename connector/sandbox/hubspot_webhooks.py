@@ -202,19 +202,7 @@ class WebhookSender:
                 return
 
     def _post(self, body: bytes) -> bool:
-        from hubspot.utils.signature import Signature  # the client's own signer; a heavy package, loaded late
-
-        timestamp = str(self._wall_ms())
-        text = body.decode()
-        headers = {
-            "Content-Type": "application/json",
-            "X-HubSpot-Signature-v3": Signature.get_signature(
-                self._secret, text, "v3", signed_uri(self.target_url), "POST", timestamp
-            ),
-            "X-HubSpot-Request-Timestamp": timestamp,
-            "X-HubSpot-Signature": hashlib.sha256((self._secret + text).encode()).hexdigest(),
-            "X-HubSpot-Signature-Version": "v1",
-        }
+        headers = signed_headers(self._secret, self.target_url, body, str(self._wall_ms()))
         request = urllib.request.Request(self.target_url, data=body, headers=headers, method="POST")
         status: int | None = None
         error: str | None = None
@@ -229,3 +217,18 @@ class WebhookSender:
         with self._cond:
             self._sent.append(SentRequest("POST", self.target_url, headers, body, status, error))
         return status is not None and 200 <= status < 300
+
+
+def signed_headers(secret: str, url: str, body: bytes, timestamp: str) -> dict[str, str]:
+    """The headers HubSpot sends with a webhook POST: the v3 signature and, for older receivers, v1."""
+    from hubspot.utils.signature import Signature  # the client's own signer; a heavy package, loaded late
+
+    text = body.decode()
+    v3: str = Signature.get_signature(secret, text, "v3", signed_uri(url), "POST", timestamp)
+    return {
+        "Content-Type": "application/json",
+        "X-HubSpot-Signature-v3": v3,
+        "X-HubSpot-Request-Timestamp": timestamp,
+        "X-HubSpot-Signature": hashlib.sha256((secret + text).encode()).hexdigest(),
+        "X-HubSpot-Signature-Version": "v1",
+    }

@@ -16,7 +16,7 @@ from urllib3.util.retry import Retry
 
 from connector.config import HubSpotWebhooks
 from connector.sandbox.hubspot import HubSpotSandbox
-from connector.sandbox.hubspot_webhooks import SentRequest, WebhookSender
+from connector.sandbox.hubspot_webhooks import SentRequest, WebhookSender, signed_headers
 from connector.webhooks.base import Notice, NoticeKind, RefusalReason, Refused, WebhookRequest
 from connector.webhooks.hubspot import HubSpotReceiver
 from tests.webhook_support import Catcher, catching
@@ -60,6 +60,31 @@ def events(sent: SentRequest) -> list[dict[str, Any]]:
 def settled(sender: WebhookSender) -> list[SentRequest]:
     assert sender.wait_idle(timeout=10)
     return sender.sent()
+
+
+def test_the_signatures_are_the_ones_hubspot_documents() -> None:
+    # The v1 example of HubSpot's "Validating requests" guide, and the v3 value in hubspot-api-python's
+    # tests/spec/utils/test_signature.py: both recorded, neither computed by our receiver.
+    secret = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
+    guide = (b'[{"eventId":1,"subscriptionId":12345,"portalId":62515,"occurredAt":1564113600000,'
+             b'"subscriptionType":"contact.creation","attemptNumber":0,"objectId":123,"changeSource":"CRM",'
+             b'"changeFlag":"NEW","appId":54321}]')  # fmt: skip
+    v1 = signed_headers(secret, "https://www.example.com/webhook_uri", guide, "0")["X-HubSpot-Signature"]
+    assert v1 == "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de"
+    example = b"{'example_field':'example_value'}"
+    v3 = signed_headers(secret, "https://www.example.com/webhook_uri", example, "15000000")["X-HubSpot-Signature-v3"]
+    assert v3 == "HPW73RUtKmcYoEDADG0s6MmGFWUzWJKAW07r8RDgcQw="
+
+
+def test_the_guides_example_body_is_a_creation_notice(endpoint: Catcher) -> None:
+    guide = (b'[{"eventId":1,"subscriptionId":12345,"portalId":4000000,"occurredAt":1564113600000,'
+             b'"subscriptionType":"contact.creation","attemptNumber":0,"objectId":123,"changeSource":"CRM",'
+             b'"changeFlag":"NEW","appId":54321}]')  # fmt: skip
+    now = datetime.now(UTC)
+    headers = signed_headers(SECRET, endpoint.url, guide, str(int(now.timestamp() * 1000)))
+    assert endpoint.receiver is not None
+    notices, reply = endpoint.receiver.receive(received(SentRequest("POST", endpoint.url, headers, guide, None), now))
+    assert reply.status == 200 and list(notices) == [Notice("contacts", ("123",), NoticeKind.CREATION)]
 
 
 def test_a_persons_status_edit_is_a_signed_property_change_the_receiver_accepts(
