@@ -29,6 +29,15 @@ from typing import Any
 from connector.webhooks.hubspot_signature import signed_uri
 
 MAX_EVENTS = 100
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a 3xx is an answer other than 2xx: a failure, retried like HubSpot's
+
+
+# No proxy from the environment (the target is on loopback) and no redirects followed.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 _TYPE_IDS = {"contact": "0-1", "company": "0-2", "deal": "0-3", "ticket": "0-5"}
 
 
@@ -187,8 +196,8 @@ class WebhookSender:
             if self._stopping.is_set():
                 return None
             self._busy = True
-        if self.delay:
-            self._stopping.wait(self.delay)  # what happens meanwhile goes in the same request
+        if self.delay and self._stopping.wait(self.delay):  # meanwhile, more events join this request
+            return None
         with self._cond:
             count = min(MAX_EVENTS, len(self._queue))
             return _Batch([self._queue.popleft() for _ in range(count)])
@@ -207,7 +216,7 @@ class WebhookSender:
         status: int | None = None
         error: str | None = None
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+            with _OPENER.open(request, timeout=self.timeout) as answer:
                 status = answer.status
         except urllib.error.HTTPError as exc:
             status = exc.code
