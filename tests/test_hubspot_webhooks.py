@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from hubspot.utils.signature import Signature
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from connector.config import HubSpotSource, HubSpotWebhooks
@@ -203,6 +205,37 @@ def test_a_body_that_is_not_hubspots_is_refused_without_echoing_it(body: bytes) 
     refused = refusal(signed(body))
     assert (refused.status, refused.reason) == (400, RefusalReason.MALFORMED)
     assert "DROP" not in refused.message and "html" not in refused.message and len(refused.message) < 120
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+_EVENTISH = st.fixed_dictionaries(
+    {},
+    optional={
+        "subscriptionType": st.sampled_from(["contact.creation", "contact.merge", "object.propertyChange"]) | _JSON,
+        "objectId": st.integers(-2, 10**25) | _JSON, "portalId": st.integers(0, 9) | _JSON,
+        "eventId": st.integers(0, 9) | _JSON, "occurredAt": st.integers(0, 9) | _JSON,
+        "propertyName": st.sampled_from(["hs_lead_status"]) | _JSON, "objectTypeId": st.sampled_from(["0-1"]) | _JSON,
+        "mergedObjectIds": st.lists(st.integers(0, 9) | _JSON, max_size=3) | _JSON,
+        "primaryObjectId": st.integers(0, 9) | _JSON, "attemptNumber": _JSON,
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_EVENTISH, max_size=5) | _JSON)
+def test_any_signed_json_is_either_accepted_or_refused_as_malformed(body: Any) -> None:
+    # Whatever a sender with the secret puts in the body, the receiver answers: no other exception.
+    request = signed(json.dumps(body).encode())
+    try:
+        found, reply = receiver().receive(request)
+    except Refused as refused:
+        assert (refused.status, refused.reason) == (400, RefusalReason.MALFORMED)
+    else:
+        assert reply.status == 200 and all(n.record_ids and all(i.isdigit() for i in n.record_ids) for n in found)
 
 
 def test_an_oversized_body_is_refused_before_its_signature_is_checked() -> None:
