@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from hubspot import HubSpot
-from hubspot.crm.contacts import BatchInputSimplePublicObjectBatchInput
+from hubspot.crm.contacts import BatchInputSimplePublicObjectBatchInput, SimplePublicObjectInputForCreate
 from pydantic import SecretStr
 from urllib3.util.retry import Retry
 
@@ -145,6 +145,15 @@ def test_writes_through_the_api_are_sent_too_unless_told_otherwise(sandbox: HubS
     client.crm.contacts.batch_api.update(update)
     sandbox.edit_as_person("contacts", ids[1], hs_lead_status="OPEN")
     assert [e["objectId"] for s in settled(sender) for e in events(s)] == [int(ids[1])]
+
+
+def test_creations_and_archives_through_the_api_are_sent(sandbox: HubSpotSandbox, endpoint: Catcher) -> None:
+    client = HubSpot(access_token=sandbox.token, host=sandbox.url, retry=Retry(total=0))
+    sender = subscribe(sandbox, endpoint, LIFECYCLE)
+    made = client.crm.contacts.basic_api.create(SimplePublicObjectInputForCreate(properties={"email": "n@example.com"}))
+    client.crm.contacts.basic_api.archive(made.id)
+    sent = [(e["subscriptionType"], e["objectId"], e["changeSource"]) for s in settled(sender) for e in events(s)]
+    assert sent == [("contact.creation", int(made.id), "API"), ("contact.deletion", int(made.id), "API")]
 
 
 def test_events_close_together_go_in_requests_of_at_most_100(sandbox: HubSpotSandbox, endpoint: Catcher) -> None:
