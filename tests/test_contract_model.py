@@ -373,6 +373,21 @@ def test_a_killed_write_then_a_newer_stage_is_not_taken_for_a_person_s_change(
     assert (view["stage"], crm.live("r1").status) == ("Unresponsive", "No Response")
 
 
+def test_a_status_the_crm_refused_is_a_person_s_when_a_person_sets_it_later(store: Store, tmp_path: Path) -> None:
+    """The trace of a sent write goes once the CRM answered no: the same status set by a person later
+    is their change, not our refused write landing after all."""
+    engine, synced, crm, drain = rig(store, tmp_path, "hubspot")
+    engine.set_stage(synced, "r1", "Working", T0)  # queues Contacted
+    crm.faults["write"] = "record"
+    drain.run(synced, T0)  # refused for this record: dead-lettered
+    crm.now = T0 + MINUTE
+    crm.edit("r1", "Contacted", timedelta(0))  # a person, by hand
+    engine.pull(synced, crm.now + SECOND)
+    view = store_view(store, synced)["r1"]
+    # Their status maps to the stage already held: no move, but the stage is now theirs (sticky locks).
+    assert (view["stage"], view["remote"], view["set_by"]) == ("Working", "Contacted", "external")
+
+
 def pull_at(engine: Engine, synced: SyncedObject, crm: LaggyCrm, seconds: int, lag: int = 0) -> None:
     crm.now, crm.lag = T0 + seconds * SECOND, lag * SECOND
     engine.pull(synced, crm.now)
