@@ -130,8 +130,10 @@ class SalesforceSandbox(OAuthEndpoint):
         (self._tmp / "jwt-key.pem").write_bytes(key)
         self.server.start(port)
         self._url = self.server.url
+        self.instance_url = self._url
 
     def stop(self) -> None:
+        self.stop_outbound()
         self.server.stop()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
