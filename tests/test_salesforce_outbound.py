@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from connector.config import SalesforceWebhooks
-from connector.webhooks.base import MAX_BODY, Notice, NoticeKind, Refused, RefusalReason, WebhookRequest
+from connector.webhooks.base import MAX_BODY, Notice, NoticeKind, RefusalReason, Refused, WebhookRequest
 from connector.webhooks.salesforce import ACK, SalesforceReceiver, id18
 
 ORG = "00D5e000000KQ2eEAG"
@@ -28,8 +28,10 @@ CONTACT = "0035e00000XyZ12AAF"
 OPPORTUNITY = "0065e00000PqRsTAAV"
 URL = "http://127.0.0.1:9108/webhooks/sfdc"
 
+ENVELOPE = ('<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+            'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">')
 SAMPLE = f"""<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+{ENVELOPE}
  <soapenv:Body>
   <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
    <OrganizationId>{ORG}</OrganizationId>

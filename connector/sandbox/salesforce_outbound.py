@@ -73,6 +73,7 @@ class SentMessage:
     notification_ids: tuple[str, ...]
     record_ids: tuple[str, ...]
     at: float  # time.monotonic()
+    retry_in: float | None = None  # the interval before these notifications are tried again (None: acked)
 
 
 @dataclass
@@ -210,6 +211,11 @@ class Outbox:
         with self._cond:
             return len(self._pending) + self._in_flight
 
+    def in_flight(self) -> int:
+        """Notifications in a POST that has not been answered yet."""
+        with self._cond:
+            return self._in_flight
+
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until every notification is delivered or dropped; False on timeout."""
         deadline = time.monotonic() + timeout
@@ -230,9 +236,9 @@ class Outbox:
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout=self.timeout + 1)
+            # A POST in flight is not waited for beyond a second: the daemon thread ends when it returns.
+            self._thread.join(timeout=1.0)
             self._thread = None
-        self._http.close()
 
     # --- the sender ---------------------------------------------------------------------------
     def _ensure_thread(self) -> None:
@@ -242,6 +248,12 @@ class Outbox:
                 self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._http.close()
+
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 batch = self._next_batch()
@@ -277,7 +289,12 @@ class Outbox:
             if expired:
                 self._cond.notify_all()
             return None
-        batch = [p for p in due if p.definition is due[0].definition][:BATCH]
+        # Fresh notifications of the same Outbound Message ride along even if their short batching
+        # delay has not run out; retries wait for their own time.
+        first = due[0]
+        batch = [first] + [p for p in self._pending if p is not first and p.definition is first.definition
+                           and (p.due <= now or p.attempts == 0)]
+        batch = sorted(batch, key=lambda p: p.queued_at)[:BATCH]
         for item in batch:
             self._pending.remove(item)
         return batch
@@ -298,10 +315,13 @@ class Outbox:
             pass  # no answer: retried like a refusal
         now = time.monotonic()
         with self._cond:
+            # Salesforce: "the interval between retries increases exponentially, up to a maximum".
+            attempts = max(p.attempts for p in batch) + 1
+            retry_in = None if acked else min(self.retry_first * 2 ** (attempts - 1), self.retry_max)
             self.sent.append(SentMessage(definition.endpoint_url, headers, body, status, acked,
                                          tuple(p.notification_id for p in batch),
-                                         tuple(p.record_id for p in batch), now))
-            if acked:
+                                         tuple(p.record_id for p in batch), now, retry_in))
+            if retry_in is None:
                 return
             for item in batch:
                 item.attempts += 1
