@@ -196,9 +196,10 @@ MARKER = "ZZ-secret-looking-content-ZZ"
     SAMPLE.replace("<sf:Id>" + LEAD_1, "<sf:Id>" + MARKER),  # not a Salesforce Id
     SAMPLE.replace(LEAD_1, LEAD_1[:15] + "AAA"),  # an 18-character Id whose checksum is wrong
     SAMPLE.replace(f"<OrganizationId>{ORG}</OrganizationId>", ""),
+    SAMPLE.replace("<ActionId>", f"<OrganizationId>{OTHER_ORG}</OrganizationId><ActionId>"),  # two orgs
     SAMPLE.replace(' xsi:type="sf:Lead"', ""),
 ], ids=["broken-xml", "json", "no-soap-namespace", "another-soap-call", "empty", "bad-id", "bad-checksum",
-        "no-org", "no-type"])
+        "no-org", "two-orgs", "no-type"])
 def test_malformed_bodies_are_refused_without_echoing_them(body: str) -> None:
     error = refused(receiver(), request(body))
     assert (error.status, error.reason) == (400, RefusalReason.MALFORMED)

@@ -104,9 +104,10 @@ def read_message(body: bytes) -> OutboundMessage:
         raise _malformed(f"not a Salesforce Outbound Message: {error}") from None
     if (notifications.ns, notifications.name) != (OUTBOUND, "notifications"):
         raise _malformed("not a Salesforce Outbound Message: the SOAP body is not an outbound `notifications` call")
-    org = notifications.child(OUTBOUND, "OrganizationId")
-    if org is None or id18(org.text.strip()) is None:
-        raise _malformed("OrganizationId is missing or not a Salesforce Id")
+    orgs = notifications.all(OUTBOUND, "OrganizationId")
+    if len(orgs) != 1 or id18(orgs[0].text.strip()) is None:
+        raise _malformed("exactly one OrganizationId, a Salesforce Id, is required")
+    org = orgs[0]
     action = notifications.child(OUTBOUND, "ActionId")
     items = notifications.all(OUTBOUND, "Notification")
     if not 1 <= len(items) <= MAX_NOTIFICATIONS:
