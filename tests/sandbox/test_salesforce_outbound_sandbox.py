@@ -163,6 +163,16 @@ def test_api_creations_and_updates_fire_the_rule(org: SalesforceSandbox, sf: Sal
     assert len(org.outbound.messages()) == 2  # the create is one notification, not a create and an edit
 
 
+def test_an_api_insert_is_seen_by_created_rules_with_its_fields(org: SalesforceSandbox, sf: Salesforce,
+                                                                listener: Listener) -> None:
+    org.add_outbound_message("Lead", endpoint(listener), ("Status",), when="created_or_edited_to_meet",
+                             criteria=lambda r: r["Status"] == WORKING)
+    sf.Lead.create({"LastName": "Cold", "Company": "Acme", "Status": NEW})
+    hot = sf.Lead.create({"LastName": "Hot", "Company": "Acme", "Status": WORKING})["id"]
+    assert org.outbound.wait_idle()
+    assert listener.ids() == [hot]
+
+
 def test_created_only_rules_ignore_edits_and_no_rule_fires_on_delete(org: SalesforceSandbox,
                                                                      listener: Listener) -> None:
     org.add_outbound_message("Lead", endpoint(listener), when="created")
@@ -241,7 +251,7 @@ def test_a_refused_message_is_retried_until_too_old_then_dropped(org: Salesforce
     other = Listener(SalesforceReceiver("sfdc", hooks, ("Lead",)))
     try:
         (lead,) = seed_leads(org, 1)
-        org.outbound.give_up_after, org.outbound.retry_max = 0.4, 0.1
+        org.outbound.give_up_after, org.outbound.retry_max = 1.0, 0.1
         org.add_outbound_message("Lead", other.url)
         org.edit_as_person("Lead", lead, Status=WORKING)
         assert org.outbound.wait_idle()
