@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+import trustme
 from pydantic import SecretStr
 from simple_salesforce import Salesforce
 
@@ -37,6 +39,7 @@ class Listener:
     failures: list[tuple[int, bytes]] = field(default_factory=list)  # answered first, one per request
     notices: list[Notice] = field(default_factory=list)
     requests: list[WebhookRequest] = field(default_factory=list)
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         listener = self
@@ -47,7 +50,7 @@ class Listener:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                req = WebhookRequest("POST", f"http://127.0.0.1:{listener.port}{self.path}",
+                req = WebhookRequest("POST", f"{listener.base}{self.path}",
                                      {k.lower(): v for k, v in self.headers.items()}, body, datetime.now(UTC))
                 status, content_type, answer = listener.answer(req)
                 self.send_response(status)
@@ -57,6 +60,8 @@ class Listener:
                 self.wfile.write(answer)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
         self._thread.start()
@@ -67,8 +72,12 @@ class Listener:
         return int(self._server.server_address[1])
 
     @property
+    def base(self) -> str:
+        return f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/webhooks/sfdc"
+        return f"{self.base}/webhooks/sfdc"
 
     def answer(self, req: WebhookRequest) -> tuple[int, str, bytes]:
         with self._lock:
@@ -292,6 +301,30 @@ def test_the_api_users_own_writes_can_be_muted(org: SalesforceSandbox, sf: Sales
     assert org.outbound.wait_idle()
     assert listener.ids() == [lead]
     assert len(org.outbound.messages()) == 1
+
+
+def test_https_endpoints_are_called_over_tls_and_their_certificate_checked(
+        org: SalesforceSandbox, tmp_path: Any) -> None:
+    ca = trustme.CA()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(tls)
+    hooks = SalesforceWebhooks(organization_id=org.org_id)
+    secure = Listener(SalesforceReceiver("sfdc", hooks, ("Lead",)), tls=tls)
+    try:
+        (lead,) = seed_leads(org, 1)
+        org.add_outbound_message("Lead", secure.url)
+        org.outbound.give_up_after = 0.3
+        org.edit_as_person("Lead", lead, Status=WORKING)  # our CA is not trusted yet: no delivery
+        assert org.outbound.wait_idle()
+        assert secure.requests == [] and [rid for _, rid in org.outbound.dropped] == [lead]
+
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        org.outbound.verify = str(tmp_path / "ca.pem")
+        org.edit_as_person("Lead", lead, Status=NEW)
+        assert org.outbound.wait_idle()
+        assert secure.ids() == [lead] and org.outbound.messages()[-1].acked
+    finally:
+        secure.close()
 
 
 def test_endpoints_follow_salesforces_port_rules(org: SalesforceSandbox) -> None:
