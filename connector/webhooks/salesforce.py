@@ -118,7 +118,7 @@ def read_message(body: bytes) -> OutboundMessage:
         kind = (sobject.attr(soap.XSI, "type") or "").rpartition(":")[2] if sobject is not None else ""
         record = sobject.child(SOBJECT, "Id") if sobject is not None else None
         record_id = id18(record.text.strip()) if record is not None else None
-        if sobject is None or not re.fullmatch(r"\w{1,80}", kind) or record_id is None:
+        if sobject is None or not re.fullmatch(r"[A-Za-z0-9_]{1,80}", kind) or record_id is None:
             raise _malformed(f"Notification {position}: an sObject with an xsi:type and a valid sf:Id is required")
         records.append((kind, record_id))
     return OutboundMessage(org.text.strip(), action.text.strip() if action is not None else "", tuple(records))
