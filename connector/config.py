@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -151,6 +152,16 @@ class SalesforceWebhooks(_Model):
     organization_id: StrictStr  # 00D..., 15 or 18 characters; a message from another org is refused
     # Secret: optional, a value the Outbound Message's endpoint URL carries as ?token=...
     token: SecretStr | None = None
+
+    @field_validator("organization_id")
+    @classmethod
+    def _org_id(cls, value: str) -> str:
+        if not re.fullmatch(r"00D[A-Za-z0-9]{12}([A-Za-z0-9]{3})?", value):
+            raise ValueError(
+                "organization_id is the org's id: 15 or 18 letters and digits starting with 00D "
+                "(Setup > Company Information > Salesforce.com Organization ID)"
+            )
+        return value
 
 
 class _SourceBase(_Model):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from connector.config import SyncedObject
 from connector.engine import Engine, EventStats, PageStats
+from connector.sources.base import Cursor, Page
 from connector.sources.errors import Action, CrmError, SourcePaused
 from connector.store import repo
 from connector.writeback import Drain, DrainStats
@@ -149,6 +150,23 @@ class Jobs:
         self._guarded(synced, now, outcome, work)
         if outcome.error is None and outcome.paused is None and not self.stop.is_set():
             self._guarded(synced, now, outcome, lambda: self.activity(synced, now, outcome))
+
+    def pull_ids(self, synced: SyncedObject, ids: Sequence[str], now: datetime, outcome: ObjectOutcome) -> list[str]:
+        """A targeted pull (webhooks): read these records and apply them like any page, without
+        moving the cursor (the scheduled pull still reads them and finds nothing new). Returns the
+        ids the CRM no longer has (deleted or merged away), for the scheduled pull to settle."""
+        source = self.engine.sources[synced.source]
+        missing: list[str] = []
+
+        def work() -> None:
+            found = source.read_statuses(synced.name, list(ids))
+            missing.extend(i for i in ids if i not in found)
+            if found:
+                outcome.pulled = self.engine.apply_page(synced, Page(list(found.values()), Cursor()), now,
+                                                        save_cursor=False)
+
+        self._guarded(synced, now, outcome, work)
+        return missing
 
     def activity(self, synced: SyncedObject, now: datetime, outcome: ObjectOutcome) -> None:
         """Activity is optional: a failure to read it degrades the object, never stops its records,

@@ -31,14 +31,16 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from connector.config import SyncedObject
+from connector.config import Server, SyncedObject
 from connector.cycle import Jobs, ObjectOutcome
 from connector.engine import Engine
 from connector.locks import DaemonLock, object_lock
 from connector.metrics import Metrics
 from connector.sources import retry
 from connector.store import repo
-from connector.web.server import serve
+from connector.web.server import serve, serve_webhooks
+from connector.webhooks.intake import Batch, Intake
+from connector.webhooks.receivers import build_receivers
 
 log = logging.getLogger("connector.daemon")
 
@@ -69,21 +71,24 @@ class Daemon:
             executors={"default": ThreadPoolExecutor(max_workers=4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         )
-        self._server: Any = None
+        self._servers: list[Any] = []
+        self._drain_locks: dict[str, threading.Lock] = {}
+        self.intake: Intake | None = None
         self._notifying = threading.Lock()
 
     # --- jobs ------------------------------------------------------------------------------------
-    def _run(self, job: str, synced: SyncedObject, work: Callable[[ObjectOutcome], None], *, locked: bool) -> None:
+    def _run(self, job: str, synced: SyncedObject, work: Callable[[ObjectOutcome], None], *, locked: bool) -> bool:
+        """Run one job for one object; False when it did not run (backing off, or the object was busy)."""
         if self.stop.is_set():
-            return
+            return False
         outcome = ObjectOutcome(synced.source, synced.name)
         started = time.monotonic()
         try:
             if not self._attempt(job, synced, work, outcome, locked=locked):
-                return
+                return False
         except retry.Stopped:
             log.info("%s %s: the %s job stopped while waiting on the CRM", synced.source, synced.name, job)
-            return
+            return True
         except Exception as exc:  # a bug must be reported, never silently end the job for good
             if isinstance(exc, DBAPIError) and connection_lost(exc):
                 # Lost twice in a row: the database is down, not a bug; the schedule tries again.
@@ -94,13 +99,14 @@ class Daemon:
             else:
                 log.exception("%s %s: the %s job failed", synced.source, synced.name, job)
             self.metrics.failures.labels(synced.source, synced.name, job).inc()
-            return
+            return True
         finally:
             self.metrics.cycle_seconds.labels(synced.source, synced.name, job).observe(time.monotonic() - started)
         if outcome.error:
             self.metrics.failures.labels(synced.source, synced.name, job).inc()
         self.metrics.observe(outcome)
         self._report(job, outcome)
+        return True
 
     def _attempt(
         self, job: str, synced: SyncedObject, work: Callable[[ObjectOutcome], None], outcome: ObjectOutcome,
@@ -170,7 +176,10 @@ class Daemon:
         self._run("timers", synced, work, locked=True)
 
     def drain(self, synced: SyncedObject) -> None:
-        self._run("writeback", synced, lambda o: self.jobs.drain(synced, self.clock(), o), locked=False)
+        # The scheduled write-back and a webhook's take turns: on SQLite a claim is a plain read, and
+        # two drains of one object would send an item twice and take the second for a conflict.
+        with self._drain_locks.setdefault(f"{synced.source}:{synced.name}", threading.Lock()):
+            self._run("writeback", synced, lambda o: self.jobs.drain(synced, self.clock(), o), locked=False)
 
     def reconcile(self, synced: SyncedObject) -> None:
         from connector.resync import ResyncOptions, resync
@@ -188,6 +197,33 @@ class Daemon:
 
         self._run("reconcile", synced, work, locked=True)
 
+    def targeted_pull(self, batch: Batch) -> bool:
+        """The records webhooks named: read now, and their write-backs sent now, not at the next poll.
+
+        False when the object is busy (its scheduled pull holds the lock): the intake tries again.
+        """
+        synced = self.engine.synced(batch.source, batch.object)
+        if self._backing_off(synced, self.clock()) or self.engine.cursor(synced).modified_at is None:
+            return True  # failing, or not synced yet: the scheduled pull (its first sync) reads them
+        missing: list[str] = []
+
+        def work(outcome: ObjectOutcome) -> None:
+            if batch.changed:
+                missing.extend(self.jobs.pull_ids(synced, list(batch.changed), self.clock(), outcome))
+
+        if not self._run("webhook", synced, work, locked=True):
+            return False
+        if missing or batch.gone:
+            # Deletions and merges are the incremental pull's to read (it sees deleted records).
+            job = self.scheduler.get_job(f"pull:{synced.source}:{synced.name}")
+            if job is not None:
+                job.modify(next_run_time=datetime.now(UTC))
+        self.drain(synced)
+        if batch.received_at is not None:
+            lag = (self.clock() - batch.received_at).total_seconds()
+            self.metrics.webhook_lag.labels(synced.source, synced.name).observe(max(0.0, lag))
+        return True
+
     def _notify(self) -> None:
         try:
             from connector.notify import notify_job
@@ -202,6 +238,21 @@ class Daemon:
         finally:
             self._notifying.release()
 
+    def _intake(self) -> Intake | None:
+        receivers = build_receivers(self.engine.config)
+        if not receivers:
+            return None
+        return Intake(
+            receivers,
+            self.targeted_pull,
+            self.clock,
+            self.stop,
+            on_request=lambda source, outcome: self.metrics.webhooks.labels(source, outcome).inc(),
+            on_notice=lambda source, notice: self.metrics.webhook_records.labels(
+                source, notice.object, notice.kind.value
+            ).inc(len(notice.record_ids)),
+        )
+
     # --- health ----------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
         from connector.web.state import healthz
@@ -215,6 +266,7 @@ class Daemon:
         first = self.clock()
         for synced in self.engine.objects():
             key = f"{synced.source}:{synced.name}"
+            self._drain_locks[key] = threading.Lock()
             every = {
                 "pull": (self.pull, schedule.sync_every, first),
                 "writeback": (self.drain, schedule.writeback_every, first + timedelta(seconds=2)),
@@ -231,11 +283,21 @@ class Daemon:
                     next_run_time=start_at,
                     name=f"{job} {key}",
                 )
+        self.intake = self._intake()
         server = self.engine.config.model.server
+        if server is None and self.intake is not None:
+            server = Server()  # webhooks need an address: the default one, loopback (behind a proxy)
         if server is not None:
-            self._server = serve(server, self.metrics, self.engine, self.clock)
+            self._servers = [serve(server, self.metrics, self.engine, self.clock, self.intake)]
             log.info("health page on http://%s/ (also /healthz, /metrics)", server.listen)
+            if self.intake is not None:
+                if server.webhooks is not None:
+                    self._servers.append(serve_webhooks(server.webhooks, self.intake))
+                where = server.webhooks or server.listen
+                log.info("webhooks for %s on http://%s/webhooks/<source>", ", ".join(self.intake.receivers), where)
         self.scheduler.start()
+        if self.intake is not None:
+            self.intake.start()
         log.info("connector running: %d objects", len(self.engine.objects()))
 
     def shutdown(self) -> bool:
@@ -251,8 +313,10 @@ class Daemon:
             waiter.start()
             waiter.join(max(0.0, deadline - time.monotonic()))
             finished = not waiter.is_alive()
-        if self._server is not None:
-            self._server.shutdown()
+        for server in self._servers:
+            server.shutdown()
+        if self.intake is not None:
+            self.intake.close()
         self.lock.release()
         if finished:
             log.info("connector stopped")

@@ -24,6 +24,7 @@ from connector.record_writes import (
     next_timer_at,
     our_write,
     plain_write,
+    sent_landed,
     unchanged,
     write_for,
 )
@@ -181,17 +182,28 @@ class Engine:
             candidates = [r for r in page.records if not unchanged(briefs.get(r.id), r)]
             stored = repo.load_records(session, synced.source, synced.name, [r.id for r in candidates])
             pending = repo.pending_writebacks(session, [s.id for s in stored.values()])
+            sent = repo.sent_statuses(session, [s.id for s in stored.values()])
+            read_back: list[int] = []
             writes: list[repo.RecordWrite] = []
             for remote in candidates:
                 record = stored.get(remote.id)
                 item = pending.get(record.id) if record is not None else None
                 stale = record is not None and rules.is_stale(record.remote_modified_at, remote.modified_at)
-                if record is not None and item is not None and not stale and our_write(record, remote, item[2]):
-                    # Our write-back reached the CRM but its confirmation was lost (a crash between the
-                    # two): reading it back is the confirmation, not a person's change (rule 1). A stale
-                    # read that shows the same status is older than our write: it confirms nothing (rule 5).
-                    record = replace(record, state=rules.written(record.state, item[2]))
-                    repo.finish_item(session, item[0], item[1], "done", now, "confirmed by reading it back")
+                landed: str | None = None
+                if record is not None and not stale:
+                    if item is not None and our_write(record, remote, item[2]):
+                        # Our write-back reached the CRM but its confirmation was lost (a crash between the
+                        # two): reading it back is the confirmation, not a person's change (rule 1). A stale
+                        # read that shows the same status is older than our write: it confirms nothing (rule 5).
+                        landed = item[2]
+                        repo.finish_item(session, item[0], item[1], "done", now, "confirmed by reading it back")
+                    elif sent_landed(record, remote, sent.get(record.id)):
+                        # The same, for a write whose item a newer stage replaced after the crash: the trace
+                        # committed before the send tells it was ours.
+                        landed = remote.status
+                if record is not None and landed is not None:
+                    record = replace(record, state=rules.written(record.state, landed))
+                    read_back.append(record.id)
                     confirmed = decide_remote(record, remote, synced.mapping) or plain_write(
                         record, remote.id, Decision(record.state), synced.mapping
                     )
@@ -220,6 +232,7 @@ class Engine:
                     _count(stats, write)
                     stats.deleted += 1 if write.deleted else 0
             repo.save_records(session, synced.source, synced.name, writes, now)
+            repo.forget_sent(session, [r for r in read_back if r in sent])
             if save_cursor and _ahead(page.cursor, Cursor(*repo.get_cursor(session, synced.source, synced.name))):
                 repo.save_cursor(session, synced.source, synced.name, page.cursor.modified_at, page.cursor.last_id, now)
             return stats

@@ -39,6 +39,25 @@ class Metrics:
         )
         self.lag = Gauge("connector_lag_seconds", "Now minus the cursor's modified time", labels, registry=r)
         self.failures = Counter("connector_job_failures", "Jobs that failed", [*labels, "job"], registry=r)
+        self.webhooks = Counter(
+            "connector_webhook_requests",
+            "Webhook requests by outcome: accepted, or why refused (signature, replay, malformed, ...)",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.webhook_records = Counter(
+            "connector_webhook_records",
+            "Record ids named by accepted webhooks, by kind (change, creation, deletion, merge)",
+            [*labels, "kind"],
+            registry=r,
+        )
+        self.webhook_lag = Histogram(
+            "connector_webhook_lag_seconds",
+            "From a webhook's arrival to its records pulled and their write-backs sent",
+            labels,
+            registry=r,
+            buckets=(0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60),
+        )
 
     def observe(self, outcome: ObjectOutcome) -> None:
         key = (outcome.source, outcome.object)

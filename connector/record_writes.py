@@ -140,6 +140,18 @@ def our_write(stored: repo.StoredRecord, remote: RemoteRecord, pending_status: s
     )
 
 
+def sent_landed(stored: repo.StoredRecord, remote: RemoteRecord, sent: set[str] | None) -> bool:
+    """The CRM holds a status we sent and never heard back about (a kill between the two)."""
+    return (
+        bool(sent)
+        and not remote.deleted
+        and not stored.deleted
+        and remote.status is not None
+        and remote.status in (sent or ())
+        and remote.status != stored.state.remote_status
+    )
+
+
 def unchanged(brief: repo.Brief | None, remote: RemoteRecord) -> bool:
     """True when the read changes nothing: `decide_remote` would return None (it stays the judge)."""
     return (

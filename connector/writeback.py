@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from connector import rules
 from connector.config import SyncedObject, Writeback
-from connector.record_writes import decide_remote, write_for
+from connector.record_writes import decide_remote, sent_landed, write_for
 from connector.sources.base import RemoteRecord, Source, StatusWrite, WriteOutcome
 from connector.sources.errors import Action, CrmError, SourcePaused
 from connector.store import repo
@@ -145,8 +145,10 @@ class Drain:
         landed: list[Claimed] = []  # sent before a crash, never confirmed: the CRM already holds them
         landed_at: dict[str, datetime] = {}  # the CRM's stamp of each, as the conflict check read it
         final = to_send
+        holds: dict[str, str | None] = {}  # what the CRM holds, where an earlier write of ours landed unconfirmed
         if self.settings.conflict_check and to_send:
             current = self.source.read_statuses(synced.name, [i.external_id for i in to_send])
+            sent = self._in(session, lambda tx: repo.sent_statuses(tx, [stored[i.external_id].id for i in to_send]))
             final = []
             for item in to_send:
                 remote = current.get(item.external_id)
@@ -155,6 +157,10 @@ class Drain:
                 if remote is not None and not remote.deleted and remote.status == item.status != recorded:
                     landed.append(item)
                     landed_at[item.external_id] = remote.modified_at
+                elif remote is not None and not remote.deleted and sent_landed(record, remote, sent.get(record.id)):
+                    # Ours, sent before a kill and replaced by this newer item since: not a person's change.
+                    holds[item.external_id] = remote.status
+                    final.append(item)
                 elif remote is None or remote.deleted or (
                     remote.status != recorded and not rules.is_stale(record.remote_modified_at, remote.modified_at)
                 ):
@@ -162,11 +168,19 @@ class Drain:
                 else:
                     final.append(item)
         writes = [
-            StatusWrite(i.external_id, i.status, i.owner, stored[i.external_id].state.remote_status) for i in final
+            StatusWrite(
+                i.external_id, i.status, i.owner, holds.get(i.external_id, stored[i.external_id].state.remote_status)
+            )
+            for i in final
         ]
         outcomes: list[WriteOutcome] = []
         failure: CrmError | None = None
         if writes:
+            # Committed before the call: if the process dies after the CRM took these, a later read of
+            # them is still known for ours (`sent_landed`), whatever has been queued since.
+            self.store.run(
+                lambda tx: repo.note_sent(tx, [(stored[w.record_id].id, w.status) for w in writes], now)
+            )
             try:
                 outcomes = self.source.write_statuses(synced.name, writes)
             except CrmError as exc:
@@ -255,11 +269,14 @@ class Drain:
                     writes.append(write)
         by_id = {o.record_id: o for o in outcomes}
         confirmed: list[tuple[int, int]] = []
+        done_ids: set[int] = set()
+        refused: set[str] = set()
         for item in final:
             outcome = by_id.get(item.external_id)
             error = failure if outcome is None else outcome.error
             if error is None:
                 confirmed.append((item.id, item.version))
+                done_ids.add(item.id)
                 record = stored[item.external_id]
                 if moved and item.external_id in moved:
                     remote = moved[item.external_id]
@@ -281,9 +298,14 @@ class Drain:
                     write.remote_modified_at = max(outcome.modified_at, known) if known else outcome.modified_at
                 writes.append(write)
             else:
+                if outcome is not None:
+                    refused.add(item.external_id)  # the CRM answered no for this record: it holds nothing of ours
                 self._failed(session, synced, item, error, now, stats)
         # One statement for the batch: an UPDATE per item was most of a drain's time.
         stats.done += repo.finish_items(session, confirmed, "done", now)
+        settled = {item.external_id for item, _ in conflicts} | {i.external_id for i in final if i.id in done_ids}
+        settled |= refused
+        repo.forget_sent(session, [stored[x].id for x in settled if x in stored])
         repo.save_records(session, synced.source, synced.name, writes, now)
 
     def _failed(

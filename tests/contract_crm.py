@@ -235,10 +235,6 @@ class LaggyCrm:
     def person_statuses(self, rid: str) -> set[str]:
         return {v.status for v in self.versions[rid] if v.by == "person"}
 
-    def killed_statuses(self, rid: str) -> set[str]:
-        """What we wrote to this record in drain calls killed before the store confirmed them."""
-        return {w.status for call in self.drains if call.killed for w in call.writes if w.record_id == rid}
-
     def take_pages(self) -> tuple[list[list[RemoteRecord]], list[list[RemoteEvent]]]:
         records, events = self.record_pages, self.event_pages
         self.record_pages, self.event_pages = [], []

@@ -34,12 +34,6 @@ KNOWN_QUARANTINE_BLOCKS_TRIGGERS = True
 # confirmation lost in a crash), not as a person's change: `set_by` stays (rule 1 literally: external).
 KNOWN_LANDED_IS_OURS = True
 
-# A write the CRM accepted just before a kill, whose pending item a newer stage then replaced, is read
-# back as a person's change: the store keeps no trace that it was sent (the claim rolls back with the
-# kill) and the new item carries another status. The contract says a kill loses nothing and our own
-# write is never a person's change; fixing it needs a record of sent-but-unconfirmed statuses (a
-# schema change), so it is reported, not fixed: see test_contract_model.py's xfail replay.
-KNOWN_KILLED_WRITE_IS_TAKEN_FOR_A_PERSON_S = True
 
 MAX_ATTEMPTS = 8
 

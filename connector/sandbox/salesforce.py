@@ -130,8 +130,10 @@ class SalesforceSandbox(OAuthEndpoint):
         (self._tmp / "jwt-key.pem").write_bytes(key)
         self.server.start(port)
         self._url = self.server.url
+        self.instance_url = self._url
 
     def stop(self) -> None:
+        self.stop_outbound()
         self.server.stop()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -357,10 +359,11 @@ class SalesforceSandbox(OAuthEndpoint):
             )
             if error is not None:
                 raise _ApiError(400, error.code, error.message, error.fields)
-            (rid,) = self.seed(sobject.name, [{"OwnerId": user} if "OwnerId" in sobject.fields else {}])
+            with self.outbound_held():  # the insert fires its rules once, with the fields it was made with
+                (rid,) = self.seed(sobject.name, [{"OwnerId": user} if "OwnerId" in sobject.fields else {}])
             created = sobject.records[rid]
             created.update(CreatedById=user)
-            self._apply(sobject, created, changes, raw, user)
+            self._apply(sobject, created, changes, raw, user, created=True)
             return Response(201, {"id": rid, "success": True, "errors": []}, records=1)
 
     def _changed(self, request: Request, version: str, user: str, obj: str, kind: str) -> Response:
@@ -533,8 +536,8 @@ class SalesforceSandbox(OAuthEndpoint):
         return None
 
     def _apply(self, sobject: SObject, record: dict[str, Any], changes: dict[str, Any], raw: dict[str, Any],
-               user: str) -> None:
-        self._commit(sobject, self._stamped(sobject, record, changes, self._now(), user), user)
+               user: str, *, created: bool = False) -> None:
+        self._commit(sobject, self._stamped(sobject, record, changes, self._now(), user), user, created=created)
         self._writes.append((sobject.name, record["Id"], dict(raw)))
 
     def _render(self, sobject: SObject, record: Mapping[str, Any], version: str,

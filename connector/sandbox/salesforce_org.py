@@ -4,6 +4,10 @@ Tests and `connector demo` shape the org through these methods (`seed`, `edit_as
 `merge`, `deny_read`, ...), which act as a person, a data load or an admin in Setup would, never as
 the API: they are not counted and not logged in `writes()`.
 
+Outbound Messages: `add_outbound_message(...)` defines one with the workflow rule that fires it;
+from then on every committed save of that object (a person's edit, a data load, an API write) that
+the rule fires on is queued and sent by `salesforce_outbound.Outbox` from a background thread.
+
 Late commits: a person's edit or a data load inside `long_transaction(d)` (or with `commit_delay`
 set) is stamped when it is made (SystemModstamp T) but stays invisible to every API read (SOQL,
 queryAll, reads by Id: one database) until T + d, when it appears with its stamp T, behind records
@@ -24,6 +28,7 @@ from itertools import pairwise
 from typing import Any
 
 from connector.sandbox import soql
+from connector.sandbox.salesforce_outbound import WHEN, Criteria, OutboundMessageDef, Outbox, check_endpoint
 from connector.sandbox.salesforce_schema import (
     B62,
     CONVERTED_STATUS,
@@ -88,6 +93,11 @@ class Org:
         self._no_edit: set[str] = set()  # objects the API user may read but not edit (lower-cased)
         self._admin_id = self._person_id = ""
         self.org_id = self._new_id("00D")
+        self.api_version = "62.0"
+        self.instance_url = "https://sandbox.my.salesforce.com"  # the server's URL once it listens
+        self._outbox: Outbox | None = None
+        self._outbound_muted: set[str] = set()  # users whose profile lacks "Send Outbound Messages"
+        self._outbound_held = 0  # inside outbound_held(): saves fire no rule (the caller fires once)
         for sobject in standard_objects():
             self._add_object(sobject)
         self._seed_users_and_statuses()
@@ -237,7 +247,8 @@ class Org:
         else:
             self._commit(sobject, new, user)
 
-    def _commit(self, sobject: SObject, new: dict[str, Any], user: str) -> None:
+    def _commit(self, sobject: SObject, new: dict[str, Any], user: str, *, created: bool = False) -> None:
+        """`created`: the save that completes an insert (rules see it as a creation)."""
         rid = new["Id"]
         old = sobject.records.get(rid)
         index = sobject.by_modstamp
@@ -251,6 +262,7 @@ class Org:
         else:
             insort(index, key)
         self._write_history(sobject, old, new, user)
+        self._fire_outbound(sobject, None if created else old, new, user)
         if old is None:
             sobject.records[rid] = new
         else:
@@ -310,6 +322,7 @@ class Org:
             for record in built:
                 sobject.records[record["Id"]] = record
                 stamps.append((record["SystemModstamp"], record["Id"]))
+                self._fire_outbound(sobject, None, record, self._admin_id)
             index = sobject.by_modstamp
             in_order = not index or not stamps or index[-1] <= stamps[0]
             index.extend(stamps)
@@ -426,6 +439,72 @@ class Org:
         """
         with self._lock:
             return [(rid, dict(fields)) for name, rid, fields in self._writes if obj is None or name == obj]
+
+    # --- Outbound Messages ----------------------------------------------------------------------
+    def add_outbound_message(self, obj: str, endpoint_url: str, fields: Sequence[str] = ("Id",), *,
+                             when: str = "created_or_edited", criteria: Criteria | None = None) -> str:
+        """Setup > Outbound Messages plus the workflow rule (or record-triggered flow) that sends it.
+
+        `when` is the rule's evaluation criteria: "created", "created_or_edited" (every save), or
+        "created_or_edited_to_meet" (a save that makes `criteria` true). Returns the ActionId (04k...).
+        """
+        if when not in WHEN:
+            raise ValueError(f"when must be one of {WHEN}")
+        check_endpoint(endpoint_url)
+        with self._lock:
+            sobject = self._sobject(obj)
+            unknown = [f for f in fields if f not in sobject.fields]
+            if unknown:
+                raise ValueError(f"no such field on {sobject.name}: {unknown}")
+            action_id = self._new_id("04k")
+            names = ("Id", *(f for f in fields if f != "Id"))
+            self.outbound.definitions.append(
+                OutboundMessageDef(action_id, sobject.name, endpoint_url, names, when, criteria))
+            return action_id
+
+    @property
+    def outbound(self) -> Outbox:
+        """The org's outbound message queue: `messages()`, `wait_idle()`, `pause()`, retry timings."""
+        with self._lock:
+            if self._outbox is None:
+                self._outbox = Outbox(self.org_id, self._outbound_records, lambda: self.instance_url,
+                                      lambda: self.api_version)
+            return self._outbox
+
+    def mute_outbound_messages(self, user_id: str | None = None) -> None:
+        """Untick "Send Outbound Messages" on a user's profile (default: the API user): that user's
+        saves fire no Outbound Message, which is how Salesforce advises breaking integration loops."""
+        with self._lock:
+            self._outbound_muted.add(user_id or self._admin_id)
+
+    @contextmanager
+    def outbound_held(self) -> Iterator[None]:
+        """Saves inside fire no Outbound Message: an API insert is a row made then filled in, one save."""
+        with self._lock:
+            self._outbound_held += 1
+            try:
+                yield
+            finally:
+                self._outbound_held -= 1
+
+    def stop_outbound(self) -> None:
+        with self._lock:
+            outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            outbox.stop()
+
+    def _fire_outbound(self, sobject: SObject, old: Mapping[str, Any] | None, new: Mapping[str, Any],
+                       user: str) -> None:
+        outbox = self._outbox
+        if outbox is None or self._outbound_held or user in self._outbound_muted:
+            return
+        if outbox.watches(sobject.name):
+            outbox.changed(sobject.name, old, new, lambda: self._new_id("04l"))
+
+    def _outbound_records(self, obj: str, ids: list[str]) -> list[Mapping[str, Any]]:
+        with self._lock:
+            records = self._sobject(obj).records
+            return [dict(records[i]) for i in ids]
 
     # --- internals of the org --------------------------------------------------------------------
     def _add_object(self, sobject: SObject) -> None:

@@ -14,13 +14,14 @@ from sqlalchemy.orm import Session
 
 from connector.rules import RecordState, SetBy, Transition
 from connector.store.bulk import Writer
-from connector.store.schema import CursorRow, EventRow, OutboxItem, Record, SourceHealth, TransitionRow
+from connector.store.schema import CursorRow, EventRow, OutboxItem, Record, SentWrite, SourceHealth, TransitionRow
 
 RECORDS = cast(Table, Record.__table__)
 TRANSITIONS = cast(Table, TransitionRow.__table__)
 OUTBOX = cast(Table, OutboxItem.__table__)
 CURSORS = cast(Table, CursorRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
+SENT = cast(Table, SentWrite.__table__)
 
 # Keeps one statement under SQLite's bound-parameter limit on the widest table.
 CHUNK = 500
@@ -417,6 +418,32 @@ def finish_items(
     )
     result = session.connection().execute(stmt, [{"b_id": i, "b_version": v} for i, v in items])
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- sent, not yet confirmed ---------------------------------------------------------------------
+def note_sent(session: Session, writes: Sequence[tuple[int, str]], now: datetime) -> None:
+    """(record id, status) pairs about to be sent: committed by the caller before the call goes out.
+
+    A retried write is noted once: the table holds what may have landed, not how often it was tried."""
+    known = sent_statuses(session, [r for r, _ in writes])
+    new = [(r, s) for r, s in dict.fromkeys(writes) if s not in known.get(r, ())]
+    if new:
+        session.execute(SENT.insert(), [{"record_id": r, "status": s, "sent_at": now} for r, s in new])
+
+
+def sent_statuses(session: Session, record_ids: Sequence[int]) -> dict[int, set[str]]:
+    """record id -> the statuses sent to the CRM for it whose outcome the store never learned."""
+    found: dict[int, set[str]] = {}
+    for chunk in _chunks(list(record_ids)):
+        for row in session.execute(select(SENT.c.record_id, SENT.c.status).where(SENT.c.record_id.in_(chunk))):
+            found.setdefault(row.record_id, set()).add(row.status)
+    return found
+
+
+def forget_sent(session: Session, record_ids: Sequence[int]) -> None:
+    """The outcome of every write sent for these records is known now (confirmed, refused or read back)."""
+    for chunk in _chunks(list(dict.fromkeys(record_ids))):
+        session.execute(SENT.delete().where(SENT.c.record_id.in_(chunk)))
 
 
 def retry_item(session: Session, item_id: int, version: int, when: datetime, error: str, now: datetime) -> None:

@@ -121,6 +121,23 @@ class OutboxItem(Base):
     updated_at: Mapped[datetime]
 
 
+class SentWrite(Base):
+    """A status we are about to send, committed before the call and removed once its outcome is known.
+
+    A process killed after the CRM took the write but before the store confirmed it leaves one behind;
+    reading that status back later is then known for ours, not a person's change, even when a newer
+    stage has replaced the pending item meanwhile.
+    """
+
+    __tablename__ = "sent_writes"
+    __table_args__ = (Index("ix_sent_writes_record", "record_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(255))
+    sent_at: Mapped[datetime]
+
+
 class CursorRow(Base):
     __tablename__ = "cursors"
 

@@ -1,7 +1,8 @@
 """The daemon's HTTP server: the health page at /, /record, /healthz and /metrics, behind the token if one is set.
 
 Every answer carries a Content-Security-Policy that allows nothing inline and nothing from elsewhere, so a
-CRM value that slipped past escaping still could not run. The server is read-only: GET and HEAD only.
+CRM value that slipped past escaping still could not run. The site is read-only: GET and HEAD only; the
+one POST route is the CRMs' webhooks, which only ask for records to be read sooner.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from connector.web.page import render_page
 from connector.web.record import render_record
 from connector.web.state import healthz
 from connector.web.view import FunnelCache, page_data
+from connector.webhooks.base import MAX_BODY, RefusalReason, Refused, WebhookRequest
+from connector.webhooks.intake import Intake
 
 log = logging.getLogger("connector.web")
 
@@ -47,6 +50,7 @@ LOOPBACK_NAMES = {"127.0.0.1", "localhost", "[::1]"}
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request
 PAGE_BUILDS = 2  # pages built at once; each reads the store, and the sync needs the cores
 PAGE_WAIT = 20.0  # seconds a request waits for its turn before a 503
+WEBHOOKS = "/webhooks/"
 
 
 @dataclass
@@ -177,13 +181,47 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-def serve(settings: Server, metrics: Metrics, engine: Engine, clock: Callable[[], datetime]) -> ThreadingHTTPServer:
-    """Serve the health page, /healthz (503 when an object is failing or paused) and /metrics in a thread."""
-    host, port = split_listen(settings.listen)
+def serve(
+    settings: Server,
+    metrics: Metrics,
+    engine: Engine,
+    clock: Callable[[], datetime],
+    intake: Intake | None = None,
+) -> ThreadingHTTPServer:
+    """Serve the health page, /healthz (503 when an object is failing or paused) and /metrics in a thread;
+    and the CRMs' webhooks at /webhooks/<source> too, unless `server.webhooks` gives them an address of
+    their own (`serve_webhooks`).
+
+    The webhook route needs no server token: each request proves itself to its receiver (a signature,
+    an organization id), and all it can do is make us read records from the CRM a little sooner.
+    """
+    host, _ = split_listen(settings.listen)
     token = settings.token.get_secret_value() if settings.token is not None else None
     if token is None and not is_loopback(host):  # the config refuses this too; never serve it regardless
         raise UsageError(f"server.listen {settings.listen} is beyond loopback and server.token is not set")
     site = HealthSite(engine, metrics, clock, token)
+    here = intake if settings.webhooks is None else None
+    return _listen(settings.listen, "server.listen", _handler(site, here))
+
+
+def serve_webhooks(address: str, intake: Intake) -> ThreadingHTTPServer:
+    """`server.webhooks`: an address that answers /webhooks/<source> and nothing else."""
+    return _listen(address, "server.webhooks", _handler(None, intake))
+
+
+def _listen(address: str, key: str, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    host, port = split_listen(address)
+    kind = _Server6 if ":" in host else _Server
+    try:
+        server = kind((host, port), handler)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {address} ({key}): {exc.strerror or exc}") from None
+    threading.Thread(target=server.serve_forever, name=f"http {key}", daemon=True).start()
+    return server
+
+
+def _handler(site: HealthSite | None, intake: Intake | None) -> type[BaseHTTPRequestHandler]:
+    """A request handler for the health site, the webhooks, or both (None: not served here)."""
 
     class Handler(BaseHTTPRequestHandler):
         timeout = REQUEST_TIMEOUT
@@ -193,11 +231,47 @@ def serve(settings: Server, metrics: Metrics, engine: Engine, clock: Callable[[]
         def log_message(self, format: str, *args: Any) -> None:
             return  # a request line may carry ?token=: never logged
 
+        def _page(self) -> Answer:
+            if site is None:
+                return _text(404, "not found: this address serves /webhooks/<source> only")
+            return site.answer(self.path, self.headers)
+
         def do_GET(self) -> None:
-            self._send(site.answer(self.path, self.headers), body=True)
+            self._send(self._page(), body=True)
 
         def do_HEAD(self) -> None:
-            self._send(site.answer(self.path, self.headers), body=False)
+            self._send(self._page(), body=False)
+
+        def do_POST(self) -> None:
+            path = urlsplit(self.path).path
+            if intake is None or not path.startswith(WEBHOOKS):
+                self._send(_text(405 if site is not None else 404, "only webhooks are POSTed here"), body=True)
+                return
+            self._send(self._webhook(unquote(path.removeprefix(WEBHOOKS)).strip("/")), body=True)
+
+        def _webhook(self, source: str) -> Answer:
+            assert intake is not None
+            try:
+                length = int(self.headers.get("Content-Length") or "")
+            except ValueError:
+                self.close_connection = True
+                return _text(411, "a webhook must say its Content-Length")
+            if length > MAX_BODY or length < 0:
+                self.close_connection = True  # the body is not read: the connection cannot be reused
+                too_large = Refused(413, RefusalReason.TOO_LARGE, f"a webhook body is at most {MAX_BODY} bytes")
+                reply = intake.refuse(source, too_large)
+            else:
+                body = self.rfile.read(length)
+                host = str(self.headers.get("Host") or "localhost")
+                request = WebhookRequest(
+                    "POST",
+                    f"http://{host}{self.path}",
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    intake.clock(),
+                )
+                reply = intake.handle(source, request)
+            return Answer(reply.status, reply.content_type, reply.body)
 
         def _send(self, answer: Answer, *, body: bool) -> None:
             self.send_response(answer.status)
@@ -209,13 +283,7 @@ def serve(settings: Server, metrics: Metrics, engine: Engine, clock: Callable[[]
             if body:
                 self.wfile.write(answer.body)
 
-    kind = _Server6 if ":" in host else _Server
-    try:
-        server = kind((host, port), Handler)
-    except OSError as exc:
-        raise ServeError(f"cannot listen on {settings.listen} (server.listen): {exc.strerror or exc}") from None
-    threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
-    return server
+    return Handler
 
 
 class ServeError(ConnectorError):
