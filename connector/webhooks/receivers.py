@@ -16,5 +16,7 @@ def build_receivers(config: Config) -> dict[str, Receiver]:
 
             receivers[name] = SalesforceReceiver.from_config(name, source)
         elif isinstance(source, HubSpotSource):
-            pass  # the HubSpot receiver lands with its branch
+            from connector.webhooks.hubspot import HubSpotReceiver
+
+            receivers[name] = HubSpotReceiver.from_config(name, source)
     return receivers
