@@ -25,6 +25,8 @@ from connector.sandbox.salesforce import SalesforceSandbox
 STATE = "sandbox.json"
 CA_CERT = "sandbox-ca.pem"
 CA_KEY = "sandbox-ca-key.pem"
+LISTEN = "127.0.0.1:9108"  # where `connector run` takes the sandboxes' webhooks (the config's server.listen)
+APP_SECRET = "sandbox-app-secret"  # the sandbox HubSpot app's secret: it signs the webhooks it sends
 OURS = ("Written by `connector sandbox`", "Written by `connector demo`")  # the header of a config we wrote
 LEADS = 40
 CONTACTS = 40
@@ -147,14 +149,18 @@ sources:
       client_id: {sf.client_id}
       client_secret: {sf.client_secret}
     ca_bundle: {ca_bundle}
+    webhooks: {{organization_id: {sf.org_id}}}
     objects:
       Lead: {{status_field: Status, mapping: mappings/salesforce-lead.yaml}}
   hubspot:
     type: hubspot
     base_url: {hs.url}
     auth: {{method: token, access_token: {hs.token}}}
+    webhooks: {{app_secret: {APP_SECRET}}}
     objects:
       contacts: {{status_field: hs_lead_status, mapping: mappings/hubspot-contact.yaml}}
+server:
+  listen: {LISTEN}   # `connector run` serves the health page here, and the sandboxes' webhooks
 """,
         encoding="utf-8",
     )
@@ -166,7 +172,19 @@ def _config_matches(config: Path, crms: Sandboxes) -> bool:
         text = config.read_text(encoding="utf-8")
     except OSError:
         return False
-    return crms.salesforce.url in text and crms.hubspot.url in text
+    return crms.salesforce.url in text and crms.hubspot.url in text and crms.salesforce.org_id in text
+
+
+def subscribe(crms: Sandboxes) -> None:
+    """Both sandboxes send their webhooks to `connector run` on LISTEN, as the CRMs' own settings would."""
+    base = f"http://{LISTEN}/webhooks"
+    crms.salesforce.add_outbound_message("Lead", f"{base}/sfdc", ("Id", "Status"))
+    crms.hubspot.subscribe_webhooks(
+        f"{base}/hubspot",
+        APP_SECRET,
+        [("contact.propertyChange", "hs_lead_status"), ("contact.creation", None), ("contact.deletion", None),
+         ("contact.merge", None)],
+    )
 
 
 def serve(folder: Path, echo: Callable[[str], None], stop: threading.Event | None = None) -> int:
@@ -183,12 +201,15 @@ def serve(folder: Path, echo: Callable[[str], None], stop: threading.Event | Non
         if not kept:
             write_config(folder, crms)
         leads, contacts = seed(crms)
+        subscribe(crms)
         _install_stop_handlers(stop)
         sf, hs = crms.salesforce, crms.hubspot
         echo(f"Sandbox Salesforce: {sf.url} (TLS; its CA is {crms.ca_bundle}), client id {sf.client_id}")
         echo(f"Sandbox HubSpot:    {hs.url} (private app token {hs.token})")
         echo(f"Seeded {len(leads)} leads and {len(contacts)} contacts, in memory: reseeded at each start.")
         echo(f"{'Kept' if kept else 'Wrote'} {config}")
+        echo(f"Both send webhooks to http://{LISTEN}/webhooks/... : with `connector run` going, an edit in a")
+        echo("sandbox reaches the store within a second instead of at the next poll.")
         c = f"--config {config}"
         echo("Try, in another terminal:")
         for command in (
