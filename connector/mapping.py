@@ -133,6 +133,20 @@ class Condition(_Model):
     is_set: Literal[True] | None = None
     is_not_set: Literal[True] | None = None
 
+    @field_validator("equals", mode="before")
+    @classmethod
+    def _one_value(cls, value: Any) -> Any:
+        if isinstance(value, list | dict):
+            raise ValueError("'equals' takes one value (text, a number, true or false); for several, use 'in'")
+        return value
+
+    @field_validator("is_set", "is_not_set", mode="before")
+    @classmethod
+    def _only_true(cls, value: Any) -> Any:
+        if value is not True:
+            raise ValueError("takes 'true' ('is_set: true' or 'is_not_set: true')")
+        return value
+
     @model_validator(mode="after")
     def _one_operator(self) -> Condition:
         given = [name for name in OPERATORS if self._raw(name) is not None]

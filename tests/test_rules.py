@@ -77,7 +77,7 @@ triggers:
   - {name: cold,      on: {field: Score, lt: 10}, from: [Qualified], to: Working}
   - {name: opted-out, on: {field: OptOut, is_set: true}, from_category: [in_progress], to: Unresponsive}
   - {name: no-owner,  on: {field: Rep, is_not_set: true}, from: [Won], to: Qualified}
-  - {name: demo,      on: {field: DemoAt, gt: 2025-01-01}, from_category: [not_succeeded], to: Working, reactivate: true}
+  - {name: demo, on: {field: DemoAt, gt: 2025-01-01}, from_category: [not_succeeded], to: Working, reactivate: true}
   - {name: lapsed,    on: {field: RenewsAt, lte: "2024-06-30T00:00:00Z"}, from: [Won], to: Unresponsive}
   - {name: big,       on: {field: Seats, gt: 100}, from: [Unresponsive], to: Working}
 overrides:
