@@ -222,7 +222,7 @@ class LaggyCrm:
     def status_changed_at(self, obj: str, record_ids: Sequence[str]) -> dict[str, datetime]:
         return {}
 
-    def describe_field(self, obj: str) -> FieldInfo:
+    def describe_field(self, obj: str, field: str | None = None) -> FieldInfo:
         return FieldInfo(exists=True, is_picklist=True)
 
     def usage(self) -> ApiUsage:
