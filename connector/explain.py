@@ -98,7 +98,7 @@ def _cause(entry: dict[str, Any]) -> str:
     if entry["cause"] == "criteria" and entry["rule"]:
         # "criteria hot: HubSpotScore 42 -> 55 (gte 50)"; the values were bounded and made printable when recorded.
         return f"criteria {entry['rule']}: {entry['detail']}"
-    cause = entry["cause"] + (f" {entry['detail']!r}" if entry["detail"] else "")
+    cause = str(entry["cause"]) + (f" {entry['detail']!r}" if entry["detail"] else "")
     return cause + (f", trigger '{entry['rule']}'" if entry["rule"] else "")
 
 
