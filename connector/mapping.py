@@ -123,6 +123,8 @@ ORDERING = frozenset({"gte", "gt", "lte", "lt"})
 class Condition(_Model):
     """A condition on one field of the record as read from the CRM: exactly one operator."""
 
+    # For editors: `field` and one operator.
+    model_config = ConfigDict(json_schema_extra={"minProperties": 2, "maxProperties": 2})
     field: StrictStr = Field(min_length=1, max_length=255)
     equals: Scalar | None = None
     in_: tuple[Scalar, ...] | None = Field(default=None, alias="in", min_length=1, max_length=1000)
