@@ -384,6 +384,14 @@ def load_config(file: Path, environ: dict[str, str] | None = None, *, read_mappi
                 mappings[path] = mapping
                 problems.extend(found)
             mapping = mappings[path]
+            for trigger in mapping.criteria if mapping is not None else ():
+                if trigger.on.field.lower() == settings.status_field.lower():
+                    key = ("sources", source_name, "objects", object_name, "mapping")
+                    message = (
+                        f"{dotted(key)}: criteria trigger '{trigger.name}' reads the status field "
+                        f"{settings.status_field}; a status read is rule 1's (map it in 'statuses')"
+                    )
+                    problems.append(doc.at(key, message))
             if mapping is not None:
                 settings = with_criteria(settings, mapping)
                 objects[(source_name, object_name)] = SyncedObject(
