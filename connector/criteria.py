@@ -62,12 +62,17 @@ def _instant(value: Any) -> datetime | None:
     if isinstance(value, str):
         text = value.strip()
         # HubSpot's date properties may come as epoch milliseconds.
-        if text.isdigit() and 10 <= len(text) <= 15:
-            return datetime.fromtimestamp(int(text) / 1000, UTC)
-        return parse_bound(text)
-    if isinstance(value, int) and not isinstance(value, bool) and 10**9 <= value < 10**15:
-        return datetime.fromtimestamp(value / 1000, UTC)
+        return _millis(int(text)) if text.isdigit() and 10 <= len(text) <= 15 else parse_bound(text)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _millis(value)
     return None
+
+
+def _millis(value: int) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(value / 1000, UTC) if 10**9 <= value < 10**15 else None
+    except (ValueError, OverflowError, OSError):  # past the year 9999
+        return None
 
 
 def _text(value: Any) -> str:

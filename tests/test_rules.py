@@ -742,6 +742,9 @@ CASES += [
     crit("date-with-offset", state("Unresponsive"),
          fields({"DemoAt": "2024-12-01"}, {"DemoAt": "2025-01-01T00:30:00+01:00"})),
     crit("date-unparsable", state("Unresponsive"), fields({"DemoAt": "2024-12-01"}, {"DemoAt": "soon"})),
+    crit("date-millis-past-year-9999", state("Unresponsive"),
+         fields({"DemoAt": "2024-12-01"}, {"DemoAt": "999999999999999"})),
+    crit("date-not-a-day", state("Unresponsive"), fields({"DemoAt": "2024-12-01"}, {"DemoAt": "2025-13-45"})),
     crit("datetime-bound-date-value", state("Won"), fields({"RenewsAt": "2024-07-01"}, {"RenewsAt": "2024-06-30"}),
          "Unresponsive", rule="lapsed"),
     # from / from_category, and the first trigger in file order that became true.
