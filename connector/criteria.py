@@ -125,6 +125,6 @@ def shown(value: Any) -> str:
 
 def describe(condition: Condition, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> str:
     """What changed and the condition it now meets: `HubSpotScore 42 -> 55 (gte 50)`."""
-    old = shown(before.get(condition.field)) if before is not None else "(new record)"
+    old = shown(before.get(condition.field)) if before is not None else "(first read)"
     rule = str(condition)[len(condition.field) + 1 :]
     return f"{condition.field} {old} -> {shown(after.get(condition.field))} ({rule})"

@@ -1045,7 +1045,7 @@ def test_criteria_detail_is_bounded_and_printable(mappings: dict[str, StageMappi
     detail = decision.transition.detail
     assert "\x1b" not in detail and len(detail) < 120
     assert rules.on_fields(state("New"), None, {"Score": 70}, m, AT, first_read=True).transition.detail == (  # type: ignore[union-attr]
-        "Score (new record) -> 70 (gte 50)"
+        "Score (first read) -> 70 (gte 50)"
     )
 
 

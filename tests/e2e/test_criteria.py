@@ -183,6 +183,23 @@ def test_salesforce_a_lead_created_after_the_baseline_fires_at_creation_and_targ
     assert world.sandbox.record("Lead", late)["Status"] == "Working - Contacted"
 
 
+def test_salesforce_enroll_existing_fires_on_what_existing_leads_already_meet(
+    open_world: OpenWorld, tmp_path: Path
+) -> None:
+    """`enroll_existing: true` enrols the records existing at B, as a workflow that enrols existing records:
+    those meeting a condition at the first sync fire then; without it they do not (the first test)."""
+    mapping = tmp_path / "lead-criteria.yaml"
+    mapping.write_text(SF_MAPPING + "enroll_existing: true\n")
+    world = open_world(None, objects={"Lead": {"status_field": "Status", "mapping": str(mapping)}})
+    hot, cold = world.seed_leads(2, Lead_Score__c=20.0)
+    world.sandbox.edit_as_person("Lead", hot, Lead_Score__c=80)
+    first = world.cycle()
+    assert first.pulled.new == 2 and first.pulled.transitions == 1 and first.drained.done == 1
+    assert world.sandbox.record("Lead", hot)["Status"] == "Working - Contacted"
+    assert world.sandbox.record("Lead", cold)["Status"] == "Open - Not Contacted"
+    assert _history(world.store, SOURCE, "Lead", hot)[-1].detail == "Lead_Score__c (first read) -> 80.0 (gte 50)"
+
+
 def test_validate_live_checks_the_criteria_fields(open_world: OpenWorld, tmp_path: Path) -> None:
     world = _sf_world(open_world, tmp_path, f"sqlite:///{tmp_path}/v.db")
     code, text = run_cli(world.config_path, "validate", "--live")
