@@ -193,6 +193,11 @@ def test_salesforce_enroll_existing_fires_on_what_existing_leads_already_meet(
     world = open_world(None, objects={"Lead": {"status_field": "Status", "mapping": str(mapping)}})
     hot, cold = world.seed_leads(2, Lead_Score__c=20.0)
     world.sandbox.edit_as_person("Lead", hot, Lead_Score__c=80)
+    code, out = run_cli(world.config_path, "sync", "--once", "--dry-run", "--json")
+    assert code == 0, out
+    preview = json.loads(out[out.index("{") :])["objects"][0]
+    assert [(m["id"], m["rule"]) for m in preview["moves"] if m["from"] is not None] == [(hot, "hot")]
+    assert world.sandbox.writes("Lead") == []
     first = world.cycle()
     assert first.pulled.new == 2 and first.pulled.transitions == 1 and first.drained.done == 1
     assert world.sandbox.record("Lead", hot)["Status"] == "Working - Contacted"
