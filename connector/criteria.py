@@ -15,16 +15,17 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from connector.mapping import Condition, parse_bound
+from connector.mapping import Check, Condition, parse_bound
 
 MAX_VALUE_CHARS = 1000  # a longer CRM value is not compared: it matches no condition
 _SHOWN_CHARS = 40  # how much of a CRM value a history entry shows
 
 
-def holds(condition: Condition, fields: Mapping[str, Any]) -> bool:
+def holds(condition: Condition | Check, fields: Mapping[str, Any]) -> bool:
     """True when `fields` satisfy `condition`; a missing field reads as not set."""
-    actual = fields.get(condition.field)
-    operator, expected = condition.operator, condition.value
+    check = condition.check() if isinstance(condition, Condition) else condition
+    actual = fields.get(check.field)
+    operator, expected = check.operator, check.value
     if operator == "is_set":
         return _is_set(actual)
     if operator == "is_not_set":
@@ -35,7 +36,7 @@ def holds(condition: Condition, fields: Mapping[str, Any]) -> bool:
         return _equal(actual, expected)
     if operator == "in":
         return any(_equal(actual, option) for option in expected)
-    return _ordered(operator, actual, expected)
+    return _ordered(operator, actual, check.bound)
 
 
 def _is_set(value: Any) -> bool:
@@ -90,18 +91,11 @@ def _equal(actual: Any, expected: Any) -> bool:
     return _text(actual) == _text(expected)
 
 
-def _ordered(operator: str, actual: Any, expected: Any) -> bool:
-    left: Decimal | datetime | None
-    right: Decimal | datetime | None
-    if isinstance(expected, str):  # the mapping checked: an ISO date or date-time
-        left, right = _instant(actual), parse_bound(expected)
-        if left is None or right is None:
-            return False
-        return _compare(operator, left, right)
-    left, right = _number(actual), _number(expected)
-    if left is None or right is None:
+def _ordered(operator: str, actual: Any, bound: Decimal | datetime | None) -> bool:
+    left = _instant(actual) if isinstance(bound, datetime) else _number(actual)
+    if left is None or bound is None:
         return False
-    return _compare(operator, left, right)
+    return _compare(operator, left, bound)
 
 
 def _compare(operator: str, left: Any, right: Any) -> bool:

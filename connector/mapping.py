@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -155,6 +158,8 @@ class Condition(_Model):
         if len(given) != 1:
             found = f"found {', '.join(given)}" if given else "found none"
             raise ValueError(f"a condition takes exactly one operator of {', '.join(OPERATORS)}; {found}")
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            raise ValueError(f"'{self.operator}' needs a finite number")
         if self.operator in ORDERING and isinstance(self.value, str) and parse_bound(self.value) is None:
             raise ValueError(
                 f"'{self.operator}' compares with a number (50) or an ISO date or date-time (2025-01-31, "
@@ -173,12 +178,28 @@ class Condition(_Model):
     def value(self) -> Any:
         return self._raw(self.operator)
 
+    def check(self) -> Check:
+        """The condition as plain values, its threshold parsed: what is evaluated for every record read."""
+        operator, value = self.operator, self.value
+        bound: Decimal | datetime | None = None
+        if operator in ORDERING:
+            bound = parse_bound(value) if isinstance(value, str) else Decimal(str(value))
+        return Check(self.field, operator, value, bound)
+
     def __str__(self) -> str:
         value = self.value
         if self.operator in ("is_set", "is_not_set"):
             return f"{self.field} {self.operator}"
         shown = "[" + ", ".join(str(v) for v in value) + "]" if isinstance(value, tuple) else str(value)
         return f"{self.field} {self.operator} {shown}"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    field: str
+    operator: str
+    value: Any  # the condition's value (a tuple for `in`)
+    bound: Decimal | datetime | None  # gte/gt/lte/lt: the number or the instant compared with
 
 
 def parse_bound(text: str) -> datetime | None:
@@ -289,9 +310,13 @@ class StageMapping:
     def activity_triggers(self, event: str) -> Iterator[AnyTrigger]:
         return (t for t in self.triggers if not isinstance(t, CriteriaTrigger) and t.on == event)
 
-    @property
+    @cached_property
     def criteria(self) -> tuple[CriteriaTrigger, ...]:
         return tuple(t for t in self.triggers if isinstance(t, CriteriaTrigger))
+
+    @cached_property  # asked for every record of every page: the conditions as plain values, once
+    def criteria_checks(self) -> tuple[tuple[CriteriaTrigger, Check], ...]:
+        return tuple((t, t.on.check()) for t in self.criteria)
 
     @property
     def criteria_fields(self) -> tuple[str, ...]:

@@ -203,17 +203,17 @@ def on_fields(
     move every record that already meets it. `first_read` (a record created after the baseline, or
     `enroll_existing`) judges the first read against nothing: a condition true at creation fires.
     """
-    if state.stage is None or not mapping.has_stage(state.stage):
+    checks = mapping.criteria_checks
+    if not checks or state.stage is None or not mapping.has_stage(state.stage):
         return Decision(state)
     category = mapping.category(state.stage)
-    for trigger in mapping.criteria:
-        condition = trigger.on
-        if not trigger.applies_from(state.stage, category) or not criteria.holds(condition, after):
+    for trigger, check in checks:
+        if not trigger.applies_from(state.stage, category) or not criteria.holds(check, after):
             continue
-        known = before is not None and condition.field in before
-        if not first_read and (not known or criteria.holds(condition, before or {})):
+        known = before is not None and check.field in before
+        if not first_read and (not known or criteria.holds(check, before or {})):
             continue
-        detail = criteria.describe(condition, None if first_read else before, after)
+        detail = criteria.describe(trigger.on, None if first_read else before, after)
         return _apply_trigger(state, trigger, mapping, at, Cause.CRITERIA, detail)
     return Decision(state)
 

@@ -324,6 +324,10 @@ MAPPING_CASES += [
         id="criteria-gte-text",
     ),
     pytest.param(
+        _criteria("{field: Score, gte: 1.0e999}"), ["{f}:15: triggers[3].on: 'gte' needs a finite number"],
+        id="criteria-not-a-number",
+    ),
+    pytest.param(
         _criteria("{feld: Score, gte: 1}"),
         ["{f}:15: triggers[3].on.field: missing required key 'field'",
          "{f}:15: triggers[3].on.feld: unknown key 'feld' (did you mean 'field'?)"],
