@@ -302,12 +302,32 @@ class ConfigFile(_Model):
 
 
 # --- the loaded configuration --------------------------------------------------------------------
+# The owner field each CRM reads when `owner_field` is not given.
+DEFAULT_OWNER_FIELD = {"salesforce": "OwnerId", "hubspot": "hubspot_owner_id"}
+
+
 @dataclass(frozen=True)
 class SyncedObject:
     source: str
     name: str
-    settings: ObjectConfig
+    settings: ObjectConfig  # `fields` here already carries the mapping's criteria fields (see `with_criteria`)
     mapping: StageMapping
+    source_type: str = "salesforce"
+
+    @property
+    def read_fields(self) -> tuple[str, ...]:
+        """Every field read with each record besides the status: the owner, `fields` and the fields
+        the criteria triggers name. Pulls, `pull_all` and `read_statuses` all read these; a webhook
+        receiver can use them to tell which property changes matter."""
+        owner = self.settings.owner_field or DEFAULT_OWNER_FIELD.get(self.source_type, "OwnerId")
+        return tuple(dict.fromkeys((owner, *self.settings.fields)))
+
+
+def with_criteria(settings: ObjectConfig, mapping: StageMapping) -> ObjectConfig:
+    """The object's settings with the criteria triggers' fields added to `fields`, so that every read
+    of a record (pull, pull_all, read_statuses) carries them without the user listing them."""
+    extra = [f for f in mapping.criteria_fields if f not in settings.fields and f != settings.status_field]
+    return settings.model_copy(update={"fields": (*settings.fields, *extra)}) if extra else settings
 
 
 @dataclass(frozen=True)
@@ -375,13 +395,34 @@ def load_config(file: Path, environ: dict[str, str] | None = None, *, read_mappi
                 mappings[path] = mapping
                 problems.extend(found)
             mapping = mappings[path]
+            for trigger in mapping.criteria if mapping is not None else ():
+                if trigger.on.field.lower() == settings.status_field.lower():
+                    key = ("sources", source_name, "objects", object_name, "mapping")
+                    message = (
+                        f"{dotted(key)}: criteria trigger '{trigger.name}' reads the status field "
+                        f"{settings.status_field}; a status read is rule 1's (map it in 'statuses')"
+                    )
+                    problems.append(doc.at(key, message))
             if mapping is not None:
-                objects[(source_name, object_name)] = SyncedObject(source_name, object_name, settings, mapping)
+                settings = with_criteria(settings, mapping)
+                objects[(source_name, object_name)] = SyncedObject(
+                    source_name, object_name, settings, mapping, source.type
+                )
+    model = _with_read_fields(model, objects)
     missing = _missing_files(doc, model)
     if any(not p.warning for p in problems):
         # Every problem at once: the missing key or CA files too, though alone they would not stop this load.
         raise ConfigError(problems + [p for found in missing.values() for p in found])
     return Config(file, model, MappingProxyType(objects), tuple(problems), missing)
+
+
+def _with_read_fields(model: ConfigFile, objects: dict[tuple[str, str], SyncedObject]) -> ConfigFile:
+    """The sources build their reads from the config's object settings: give them the criteria fields."""
+    sources = {}
+    for name, source in model.sources.items():
+        settings = {o: objects[(name, o)].settings if (name, o) in objects else s for o, s in source.objects.items()}
+        sources[name] = source.model_copy(update={"objects": settings})
+    return model.model_copy(update={"sources": sources})
 
 
 def _missing_files(doc: YamlDocument, model: ConfigFile) -> MappingProxyType[str, tuple[Problem, ...]]:

@@ -218,7 +218,10 @@ class Engine:
                     enroll_existing=synced.mapping.enroll_existing,
                     status_changed_at=clocks.get(remote.id),
                 )
-                write = decide_remote(record, remote, synced.mapping, first_seen)
+                write = decide_remote(
+                    record, remote, synced.mapping, first_seen,
+                    fires_at_first_read=synced.mapping.enroll_existing or not _existed(remote, baseline),
+                )
                 if write is not None:
                     if write.merged_into and item is not None:
                         # Not re-targeted: the winner's status is a person's to judge after a merge.

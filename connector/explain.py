@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from connector.config import SyncedObject
 from connector.engine import Engine
-from connector.mapping import InactiveTrigger
+from connector.mapping import CriteriaTrigger, InactiveTrigger
 from connector.store import repo
 from connector.store.schema import OutboxItem, Record
 
@@ -33,7 +33,12 @@ def explain(engine: Engine, synced: SyncedObject, external_id: str) -> dict[str,
     if stage and mapping.has_stage(stage) and not locked:
         for trigger in mapping.triggers:
             if trigger.applies_from(stage, mapping.category(stage)):
-                when = f"inactive for {_human(trigger.after)}" if isinstance(trigger, InactiveTrigger) else trigger.on
+                if isinstance(trigger, InactiveTrigger):
+                    when = f"inactive for {_human(trigger.after)}"
+                elif isinstance(trigger, CriteriaTrigger):
+                    when = f"{trigger.on} (when it becomes true)"
+                else:
+                    when = trigger.on
                 options.append({"trigger": trigger.name, "on": when, "to": trigger.to})
     return {
         "source": synced.source,
@@ -89,6 +94,14 @@ def _human(value: timedelta) -> str:
     return f"{seconds} seconds"  # pragma: no cover  (every whole second count matches above)
 
 
+def _cause(entry: dict[str, Any]) -> str:
+    if entry["cause"] == "criteria" and entry["rule"]:
+        # "criteria hot: HubSpotScore 42 -> 55 (gte 50)"; the values were bounded and made printable when recorded.
+        return f"criteria {entry['rule']}: {entry['detail']}"
+    cause = str(entry["cause"]) + (f" {entry['detail']!r}" if entry["detail"] else "")
+    return cause + (f", trigger '{entry['rule']}'" if entry["rule"] else "")
+
+
 def render_text(data: dict[str, Any]) -> str:
     where = f"{data['source']} {data['object']} {data['id']}"
     lines = [f"{where}: " + (f"{data['stage']} ({data['category']})" if data["stage"] else "no stage")]
@@ -124,9 +137,7 @@ def render_text(data: dict[str, Any]) -> str:
     lines.append("history:" if data["history"] else "history: none recorded")
     for entry in data["history"]:
         move = f"{entry['from'] or '(new)'} -> {entry['to'] or '(out)'}"
-        cause = entry["cause"] + (f" {entry['detail']!r}" if entry["detail"] else "")
-        if entry["rule"]:
-            cause += f", trigger '{entry['rule']}'"
+        cause = _cause(entry)
         if entry["suppressed"]:
             lines.append(f"  {entry['at']}  {move:<32} NOT MOVED: {entry['reason']} ({cause})")
         else:

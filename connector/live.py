@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from connector.config import SyncedObject
+from connector.mapping import ORDERING
 from connector.sources.base import FieldInfo, PicklistValue, Source
 from connector.sources.errors import CrmError
 
@@ -19,6 +20,11 @@ class LiveFinding:
     synced: SyncedObject
     message: str
     error: bool = True
+    field: str | None = None  # the CRM field checked, when not the status field (a criteria field)
+
+    @property
+    def checked(self) -> str:
+        return self.field or self.synced.settings.status_field
 
     def to_json(self) -> dict[str, object]:
         """The shape of a config problem in `validate --json`; the key names the CRM field checked."""
@@ -26,16 +32,63 @@ class LiveFinding:
         return {
             "file": str(synced.mapping.file),
             "line": None,
-            "key": f"{synced.source}.{synced.name}.{synced.settings.status_field}",
+            "key": f"{synced.source}.{synced.name}.{self.checked}",
             "message": self.message,
             "severity": "error" if self.error else "warning",
         }
 
     def __str__(self) -> str:
-        where = (
-            f"{self.synced.mapping.file}: {self.synced.source} {self.synced.name}.{self.synced.settings.status_field}"
-        )
+        where = f"{self.synced.mapping.file}: {self.synced.source} {self.synced.name}.{self.checked}"
         return f"{where}: {'' if self.error else 'warning: '}{self.message}"
+
+
+# The CRM field types each kind of comparison admits (Salesforce describe types; HubSpot property types).
+NUMBER_TYPES = frozenset({"int", "double", "currency", "percent", "number"})
+DATE_TYPES = frozenset({"date", "datetime"})
+
+
+def check_criteria(source: Source, synced: SyncedObject) -> list[LiveFinding]:
+    """Each field a criteria trigger reads exists on the object, and its type admits the operator."""
+    findings: list[LiveFinding] = []
+    described: dict[str, FieldInfo | None] = {}
+    for trigger in synced.mapping.criteria:
+        condition = trigger.on
+        name = condition.field
+        if name not in described:
+            try:
+                described[name] = source.describe_field(synced.name, name)
+            except CrmError as exc:
+                described[name] = None
+                findings.append(LiveFinding(synced, f"cannot describe the field: {exc.describe()}", field=name))
+        info = described[name]
+        if info is None:
+            continue
+        said = f"criteria trigger '{trigger.name}'"
+        if not info.exists:
+            message = f"{said} reads {name}, which does not exist on {synced.name}"
+            findings.append(LiveFinding(synced, message, field=name))
+            continue
+        kind = (info.type or "").lower()
+        operator = condition.operator
+        if operator in ORDERING and kind:
+            wanted = DATE_TYPES if isinstance(condition.value, str) else NUMBER_TYPES
+            if kind not in wanted:
+                what = "a date or date-time" if wanted is DATE_TYPES else "a number"
+                message = f"{said}: '{operator}' compares {name} with {what}, but it is a {kind} field"
+                findings.append(LiveFinding(synced, message, field=name))
+        if operator in ("equals", "in") and info.is_picklist and info.values:
+            options = {v.value.casefold() for v in info.values} | {v.label.casefold() for v in info.values}
+            values = condition.value if operator == "in" else (condition.value,)
+            missing = [str(v) for v in values if str(v).casefold() not in options]
+            if missing:
+                listed = ", ".join(repr(v) for v in missing)
+                findings.append(
+                    LiveFinding(
+                        synced, f"{said}: {listed} is not a value of the picklist {name}; it never matches",
+                        error=False, field=name,
+                    )
+                )
+    return findings
 
 
 def check_object(source: Source, synced: SyncedObject) -> list[LiveFinding]:
@@ -84,13 +137,14 @@ def validate_live(
     """Print each finding (and add it to `collect`); True when an error was found."""
     failed = False
     for synced in objects:
-        findings = check_object(sources[synced.source], synced)
+        status = check_object(sources[synced.source], synced)
+        findings = status + check_criteria(sources[synced.source], synced)
         if collect is not None:
             collect.extend(findings)
         for finding in findings:
             echo(str(finding))
             failed = failed or finding.error
-        if not any(f.error for f in findings):
+        if not any(f.error for f in status):
             echo(f"{synced.source} {synced.name}.{synced.settings.status_field}: every active value is mapped")
     return failed
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -16,10 +20,13 @@ from pydantic import (
     Discriminator,
     Field,
     StrictBool,
+    StrictFloat,
+    StrictInt,
     StrictStr,
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from connector.durations import Duration
@@ -110,15 +117,125 @@ class InactiveTrigger(_TriggerBase):
     after: Duration
 
 
+Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
+Bound = StrictInt | StrictFloat | StrictStr  # a number, or an ISO date / date-time as text
+OPERATORS = ("equals", "in", "gte", "gt", "lte", "lt", "is_set", "is_not_set")
+ORDERING = frozenset({"gte", "gt", "lte", "lt"})
+
+
+class Condition(_Model):
+    """A condition on one field of the record as read from the CRM: exactly one operator."""
+
+    # For editors: `field` and one operator.
+    model_config = ConfigDict(json_schema_extra={"minProperties": 2, "maxProperties": 2})
+    field: StrictStr = Field(min_length=1, max_length=255)
+    equals: Scalar | None = None
+    in_: tuple[Scalar, ...] | None = Field(default=None, alias="in", min_length=1, max_length=1000)
+    gte: Bound | None = None
+    gt: Bound | None = None
+    lte: Bound | None = None
+    lt: Bound | None = None
+    is_set: Literal[True] | None = None
+    is_not_set: Literal[True] | None = None
+
+    @field_validator("equals", mode="before")
+    @classmethod
+    def _one_value(cls, value: Any) -> Any:
+        if isinstance(value, list | dict):
+            raise ValueError("'equals' takes one value (text, a number, true or false); for several, use 'in'")
+        return value
+
+    @field_validator("is_set", "is_not_set", mode="before")
+    @classmethod
+    def _only_true(cls, value: Any) -> Any:
+        if value is not True:
+            raise ValueError("takes 'true' ('is_set: true' or 'is_not_set: true')")
+        return value
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Condition:
+        given = [name for name in OPERATORS if self._raw(name) is not None]
+        if len(given) != 1:
+            found = f"found {', '.join(given)}" if given else "found none"
+            raise ValueError(f"a condition takes exactly one operator of {', '.join(OPERATORS)}; {found}")
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            raise ValueError(f"'{self.operator}' needs a finite number")
+        if self.operator in ORDERING and isinstance(self.value, str) and parse_bound(self.value) is None:
+            raise ValueError(
+                f"'{self.operator}' compares with a number (50) or an ISO date or date-time (2025-01-31, "
+                f"2025-01-31T12:00:00Z); got text"
+            )
+        return self
+
+    def _raw(self, name: str) -> Any:
+        return getattr(self, "in_" if name == "in" else name)
+
+    @property
+    def operator(self) -> str:
+        return next(name for name in OPERATORS if self._raw(name) is not None)
+
+    @property
+    def value(self) -> Any:
+        return self._raw(self.operator)
+
+    def check(self) -> Check:
+        """The condition as plain values, its threshold parsed: what is evaluated for every record read."""
+        operator, value = self.operator, self.value
+        bound: Decimal | datetime | None = None
+        if operator in ORDERING:
+            bound = parse_bound(value) if isinstance(value, str) else Decimal(str(value))
+        return Check(self.field, operator, value, bound)
+
+    def __str__(self) -> str:
+        value = self.value
+        if self.operator in ("is_set", "is_not_set"):
+            return f"{self.field} {self.operator}"
+        shown = "[" + ", ".join(str(v) for v in value) + "]" if isinstance(value, tuple) else str(value)
+        return f"{self.field} {self.operator} {shown}"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    field: str
+    operator: str
+    value: Any  # the condition's value (a tuple for `in`)
+    bound: Decimal | datetime | None  # gte/gt/lte/lt: the number or the instant compared with
+
+
+def parse_bound(text: str) -> datetime | None:
+    """An ISO date (midnight UTC) or date-time (UTC when it names no offset), else None."""
+    text = text.strip()
+    if len(text) > 40:
+        return None
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(), UTC)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class CriteriaTrigger(_TriggerBase):
+    """Fires when the record's fields, as read, come to satisfy `on` (not on every read while they do)."""
+
+    on: Condition
+
+
 def _trigger_kind(value: Any) -> str:
     on = value.get("on") if isinstance(value, dict) else getattr(value, "on", None)
+    if isinstance(on, dict | Condition):
+        return "criteria"
     return "inactive" if on == INACTIVE else "activity"
 
 
 Trigger = Annotated[
-    Annotated[InactiveTrigger, Tag("inactive")] | Annotated[ActivityTrigger, Tag("activity")],
+    Annotated[InactiveTrigger, Tag("inactive")]
+    | Annotated[ActivityTrigger, Tag("activity")]
+    | Annotated[CriteriaTrigger, Tag("criteria")],
     Discriminator(_trigger_kind),
 ]
+AnyTrigger = ActivityTrigger | InactiveTrigger | CriteriaTrigger
 
 
 class Overrides(_Model):
@@ -142,7 +259,7 @@ class StageMapping:
 
     file: Path
     stages: tuple[Stage, ...]
-    triggers: tuple[ActivityTrigger | InactiveTrigger, ...]
+    triggers: tuple[AnyTrigger, ...]
     forward_only: bool
     enroll_existing: bool
     _stage_by_name: MappingProxyType[str, Stage]
@@ -190,8 +307,21 @@ class StageMapping:
     def status_for_stage(self, stage: str) -> str:
         return self._status_by_stage[stage]
 
-    def activity_triggers(self, event: str) -> Iterator[ActivityTrigger | InactiveTrigger]:
-        return (t for t in self.triggers if t.on == event)
+    def activity_triggers(self, event: str) -> Iterator[AnyTrigger]:
+        return (t for t in self.triggers if not isinstance(t, CriteriaTrigger) and t.on == event)
+
+    @cached_property
+    def criteria(self) -> tuple[CriteriaTrigger, ...]:
+        return tuple(t for t in self.triggers if isinstance(t, CriteriaTrigger))
+
+    @cached_property  # asked for every record of every page: the conditions as plain values, once
+    def criteria_checks(self) -> tuple[tuple[CriteriaTrigger, Check], ...]:
+        return tuple((t, t.on.check()) for t in self.criteria)
+
+    @property
+    def criteria_fields(self) -> tuple[str, ...]:
+        """The fields the criteria triggers read: read with each record whatever `fields` lists."""
+        return tuple(dict.fromkeys(t.on.field for t in self.criteria))
 
 
 def read_mapping(file: Path) -> tuple[StageMapping | None, list[Problem]]:

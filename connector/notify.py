@@ -135,6 +135,7 @@ def why(cause: str, detail: str, rule: str | None, crm: str) -> str:
         "external": f"its status in {crm} changed to '{detail}'",
         "event": f"trigger '{rule}' on {detail}",
         "inactive": f"trigger '{rule}': no activity",
+        "criteria": f"trigger '{rule}': {detail}",
         "manual": "set by hand" + ("" if detail == "manual" else f": {detail}"),
         "import": detail if detail != "import" else "imported from a CSV",
         "resync": f"resync: its status in {crm} is '{detail}'",

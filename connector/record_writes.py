@@ -73,11 +73,14 @@ def decide_remote(
     remote: RemoteRecord,
     mapping: StageMapping,
     first_seen: datetime | None = None,
+    *,
+    fires_at_first_read: bool = False,
 ) -> repo.RecordWrite | None:
     """What a record read from the CRM changes in the store, or None when nothing does.
 
     `first_seen` is when the stage clock of a record new to the store starts (`rules.first_seen_at`);
-    without it, the read's modified stamp.
+    without it, the read's modified stamp. `fires_at_first_read`: a record new to the store whose
+    criteria conditions count as becoming true now (created after the baseline, or `enroll_existing`).
     """
     if stored is not None and rules.is_stale(stored.remote_modified_at, remote.modified_at):
         return None  # rule 5: a lagging index or replica, neither a person's change nor a conflict
@@ -105,6 +108,15 @@ def decide_remote(
         )
     entered = first_seen if stored is None and first_seen is not None else at
     decision = rules.on_status(state, remote.status or "", mapping, entered)
+    # Rule 1 first; then the criteria triggers, from the stage the status read left the record in.
+    criteria = rules.on_fields(
+        decision.state,
+        stored.fields if stored is not None else None,
+        remote.fields,
+        mapping,
+        max(entered, at),
+        first_read=stored is None and fires_at_first_read,
+    )
     fields = dict(remote.fields) or None
     unchanged_extras = stored is not None and (
         stored.owner == remote.owner
@@ -112,10 +124,13 @@ def decide_remote(
         and stored.converted == remote.converted
         and not stored.deleted
     )
-    nothing_new = not decision.changed and decision.state == state and unchanged_extras
+    changed = decision.changed or criteria.changed
+    nothing_new = not changed and criteria.state == state and unchanged_extras
     if nothing_new and stored is not None and not _newer(remote.modified_at, stored.remote_modified_at):
         return None
     write = plain_write(stored, remote.id, decision, mapping)
+    if criteria.changed or criteria.state != decision.state:
+        fold(write, criteria, mapping)
     write.stamp_only = nothing_new
     write.owner, write.fields, write.converted, write.deleted = remote.owner, fields, remote.converted, False
     write.remote_modified_at = at
@@ -124,6 +139,19 @@ def decide_remote(
         # A converted lead is read-only in Salesforce: never queue a write for it.
         write.writeback, write.cancel_writeback = None, True
     return write
+
+
+def fold(write: repo.RecordWrite, decision: Decision, mapping: StageMapping) -> None:
+    """Add a later decision about the same record to its write (a status read, then a criteria move)."""
+    write.state = decision.state
+    if decision.transition:
+        write.transitions.append(decision.transition)
+    if decision.writeback:
+        write.writeback = decision.writeback
+    elif decision.cancel_writeback:
+        write.writeback = None
+    write.cancel_writeback = write.cancel_writeback or decision.cancel_writeback
+    write.next_timer_at = next_timer_at(decision.state, mapping)
 
 
 def _newer(read: datetime, known: datetime | None) -> bool:

@@ -6,13 +6,16 @@ decision, and `explain` can show exactly why.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from connector.mapping import ActivityTrigger, Category, InactiveTrigger, StageMapping
+from connector import criteria
+from connector.mapping import ActivityTrigger, Category, CriteriaTrigger, InactiveTrigger, StageMapping
 
-TriggerRule = ActivityTrigger | InactiveTrigger
+TriggerRule = ActivityTrigger | InactiveTrigger | CriteriaTrigger
 
 
 class SetBy(StrEnum):
@@ -31,6 +34,7 @@ class Cause(StrEnum):
     EXTERNAL = "external"  # a status read from the CRM
     EVENT = "event"  # an activity event
     INACTIVE = "inactive"  # the time event
+    CRITERIA = "criteria"  # the record's fields came to satisfy a criteria trigger's condition
     MANUAL = "manual"
     IMPORT = "import"
     UNLOCK = "unlock"
@@ -180,6 +184,40 @@ def on_time(state: RecordState, mapping: StageMapping, now: datetime) -> Decisio
     return Decision(state)
 
 
+# --- rule 2 with criteria: a condition on the fields read with the record ------------------------
+def on_fields(
+    state: RecordState,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any],
+    mapping: StageMapping,
+    at: datetime,
+    *,
+    first_read: bool = False,
+) -> Decision:
+    """The first criteria trigger whose condition is true of `after` and was not of `before`.
+
+    `before` is the fields of the previous read (None: the store has none). A condition fires when it
+    *becomes* true: not again on every read while it stays true, again after it was false in between.
+    A field the previous read did not carry (the trigger is newer than that read) has no "before":
+    its condition does not fire until it has been read false once, so adding a trigger does not
+    move every record that already meets it. `first_read` (a record created after the baseline, or
+    `enroll_existing`) judges the first read against nothing: a condition true at creation fires.
+    """
+    checks = mapping.criteria_checks
+    if not checks or state.stage is None or not mapping.has_stage(state.stage):
+        return Decision(state)
+    category = mapping.category(state.stage)
+    for trigger, check in checks:
+        if not trigger.applies_from(state.stage, category) or not criteria.holds(check, after):
+            continue
+        known = before is not None and check.field in before
+        if not first_read and (not known or criteria.holds(check, before or {})):
+            continue
+        detail = criteria.describe(trigger.on, None if first_read else before, after)
+        return _apply_trigger(state, trigger, mapping, at, Cause.CRITERIA, detail)
+    return Decision(state)
+
+
 def next_inactive_deadline(state: RecordState, mapping: StageMapping) -> datetime | None:
     """When the next `inactive` trigger for this record's stage comes due, for the timer's query."""
     since = state.inactive_since()
@@ -199,6 +237,8 @@ def _first_trigger(state: RecordState, mapping: StageMapping, event: str) -> Tri
         return None
     category = mapping.category(state.stage)
     for trigger in mapping.triggers:
+        if isinstance(trigger, CriteriaTrigger):
+            continue
         if trigger.on == event and trigger.applies_from(state.stage, category):
             return trigger
     return None

@@ -50,7 +50,12 @@ class Version:
     status: str
     stamp: datetime
     committed_at: datetime
-    by: str  # "person" or "us"
+    by: str  # who set the status: "person" or "us"
+    score: int | None = None  # a field a person edits, read with the record (criteria triggers)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"Score": self.score}
 
 
 @dataclass(frozen=True)
@@ -104,15 +109,30 @@ class LaggyCrm:
         return self.now if last is None or self.now > last else last + MS
 
     def create(
-        self, rid: str, status: str, created: datetime, modified: datetime, delay: timedelta = timedelta(0)
+        self,
+        rid: str,
+        status: str,
+        created: datetime,
+        modified: datetime,
+        delay: timedelta = timedelta(0),
+        score: int | None = None,
     ) -> None:
         self.created[rid] = created
-        self.versions[rid] = [Version(status, modified, modified + delay, "person")]
+        self.versions[rid] = [Version(status, modified, modified + delay, "person", score)]
 
     def edit(self, rid: str, status: str, delay: timedelta) -> None:
         """A person's edit, committed (visible) `delay` after its stamp; one record's edits commit in order."""
-        previous = self.versions[rid][-1].committed_at
-        self.versions[rid].append(Version(status, self.stamp(rid), max(self.now + delay, previous), "person"))
+        last = self.versions[rid][-1]
+        self.versions[rid].append(
+            Version(status, self.stamp(rid), max(self.now + delay, last.committed_at), "person", last.score)
+        )
+
+    def edit_score(self, rid: str, score: int | None, delay: timedelta) -> None:
+        """A person's edit of the score only: the status stays as whoever set it last."""
+        last = self.versions[rid][-1]
+        self.versions[rid].append(
+            Version(last.status, self.stamp(rid), max(self.now + delay, last.committed_at), last.by, score)
+        )
 
     def add_activity(self, key: str, rid: str, kind: str, at: datetime, delay: timedelta) -> None:
         self.activities.append(Activity(key, rid, kind, at, self.now, self.now + delay))
@@ -144,7 +164,11 @@ class LaggyCrm:
         for rid in sorted(self.versions):
             version = self.searched(rid)
             if version is not None and _wanted(version.stamp, rid, cursor, until - self.settle):
-                rows.append(RemoteRecord(rid, version.status, version.stamp, created_at=self.created[rid]))
+                rows.append(
+                    RemoteRecord(
+                        rid, version.status, version.stamp, fields=version.fields, created_at=self.created[rid]
+                    )
+                )
         rows.sort(key=lambda r: (r.modified_at, r.id))
         for number, start in enumerate(range(0, len(rows), self.page_size)):
             if fault == "kill" and number == 1:
@@ -183,7 +207,9 @@ class LaggyCrm:
         found = {}
         for rid in record_ids:
             version = self.live(rid)
-            found[rid] = RemoteRecord(rid, version.status, version.stamp, created_at=self.created[rid])
+            found[rid] = RemoteRecord(
+                rid, version.status, version.stamp, fields=version.fields, created_at=self.created[rid]
+            )
         call.read = dict(found)
         return found
 
@@ -211,7 +237,7 @@ class LaggyCrm:
             if current.by == "person" and current.status != write.previous_status:
                 self.clobbers.append(f"{rid}: wrote {write.status!r} over a person's {current.status!r}")
             stamp = self.stamp(rid)
-            self.versions[rid].append(Version(write.status, stamp, self.now, "us"))
+            self.versions[rid].append(Version(write.status, stamp, self.now, "us", self.versions[rid][-1].score))
             outcomes.append(WriteOutcome(rid, modified_at=stamp if self.profile == "hubspot" else None))
         if fault == "kill":
             call.killed = True
@@ -222,7 +248,7 @@ class LaggyCrm:
     def status_changed_at(self, obj: str, record_ids: Sequence[str]) -> dict[str, datetime]:
         return {}
 
-    def describe_field(self, obj: str) -> FieldInfo:
+    def describe_field(self, obj: str, field: str | None = None) -> FieldInfo:
         return FieldInfo(exists=True, is_picklist=True)
 
     def usage(self) -> ApiUsage:

@@ -11,6 +11,7 @@ Where the code deliberately goes beyond the contract's letter, the model follows
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -37,6 +38,19 @@ KNOWN_LANDED_IS_OURS = True
 
 MAX_ATTEMPTS = 8
 
+# The criteria triggers of the contract test's mapping (tests/test_contract_model.py), as plain
+# predicates on the one field they read, `Score` (a number or not set). A criteria trigger fires when
+# its condition is true of the read just taken in and was not of the previous one taken in.
+CRITERIA: list[tuple[Trig, Callable[[int | None], bool]]] = [
+    (Trig("hot", "criteria", "Meeting Set", from_stages=("New", "Working")), lambda s: s is not None and s >= 50),
+    (Trig("cold", "criteria", "Unresponsive", from_category=("in", "ok")), lambda s: s is not None and s < 10),
+    (
+        Trig("revived", "criteria", "Working", from_category=("not",), reactivate=True),
+        lambda s: s is not None and s >= 30,
+    ),
+    (Trig("reset", "criteria", "New"), lambda s: s is None),
+]
+
 Entry = tuple[str | None, str | None, bool, str, str | None]  # from, to, suppressed, cause, status read
 
 
@@ -62,6 +76,8 @@ class Rec:
     due: datetime | None = None
     dead: int = 0
     history: list[Entry] = field(default_factory=list)
+    score: int | None = None  # the field as the last read taken in had it
+    score_read: bool = False  # whether any read was taken in (a "before" exists)
 
     def since(self) -> datetime | None:
         instants = [t for t in (self.activity, self.entered) if t is not None]
@@ -88,15 +104,39 @@ class Rec:
             self.history.append((self.stage, target, False, "external", status))
             self.stage, self.entered, self.decided = target, at, None
 
+    # criteria triggers: after rule 1, on the fields of every read taken in
+    def fields_read(self, score: int | None, at: datetime, now: datetime, *, new_since_baseline: bool = False) -> None:
+        before, had_before = self.score, self.score_read
+        self.score, self.score_read = score, True
+        if self.stage is None:
+            return
+        for trig, holds in CRITERIA:
+            if not trig.applies(self.stage) or not holds(score):
+                continue
+            # Becoming true: false at the previous read, or the record did not exist at the baseline.
+            if new_since_baseline or (had_before and not holds(before)):
+                self.trigger(trig, at, "criteria", trig.name, now)
+                return
+
     # rules 1 and 5, for a record a pull delivered
-    def pulled(self, status: str, stamp: datetime, first_seen: datetime | None) -> None:
+    def pulled(
+        self,
+        status: str,
+        stamp: datetime,
+        first_seen: datetime | None,
+        score: int | None = None,
+        now: datetime | None = None,
+        new_since_baseline: bool = False,
+    ) -> None:
         if self.known is not None and stamp < self.known:
             return  # rule 5: a lagging index or a late commit's older neighbour; not a change
         if KNOWN_LANDED_IS_OURS and self.pending is not None and status == self.pending != self.remote:
             self.remote, self.pending = status, None
+            self.fields_read(score, stamp, now or stamp)
             self.learn(stamp)
             return
         self.status_read(status, first_seen or stamp)
+        self.fields_read(score, max(first_seen or stamp, stamp), now or stamp, new_since_baseline=new_since_baseline)
         self.learn(stamp)
 
     # rule 2
@@ -187,12 +227,14 @@ class World:
             for remote in page:
                 assert remote.status is not None
                 rec = self.records.get(remote.id)
-                first_seen = None
+                first_seen, born_since = None, False
                 if rec is None:
                     rec = self.records[remote.id] = Rec()
                     born = remote.created_at or remote.modified_at
-                    first_seen = born if born > self.baseline else self.baseline
-                rec.pulled(remote.status, remote.modified_at, first_seen)
+                    born_since = born > self.baseline
+                    first_seen = born if born_since else self.baseline
+                score = remote.fields.get("Score")
+                rec.pulled(remote.status, remote.modified_at, first_seen, score, now, born_since)
 
     def take_events(self, pages: list[list[RemoteEvent]], now: datetime) -> None:
         for page in pages:
@@ -235,6 +277,7 @@ class World:
             rec.pending = None  # a person changed the record meanwhile: theirs wins, as rule 1
             assert remote.status is not None
             rec.status_read(remote.status, remote.modified_at)
+            rec.fields_read(remote.fields.get("Score"), remote.modified_at, now)
             rec.learn(remote.modified_at)
         for rid in landed:
             rec = self.records[rid]

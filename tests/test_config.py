@@ -872,3 +872,33 @@ def test_any_yaml_gives_a_config_or_a_config_error(scratch: Path, text: str | by
         for secret in SECRETS:
             assert secret not in repr(config)
         json.dumps(config.model.model_dump(mode="json"))
+
+
+# --- criteria triggers: the fields they read -----------------------------------------------------
+CRITERIA_MAPPING = MAPPING.replace(
+    "overrides:\n",
+    "  - {name: hot, on: {field: Score__c, gte: 50}, from: [New], to: Working}\n"
+    "  - {name: src, on: {field: LeadSource, equals: Web}, from: [New], to: Working}\n"
+    "overrides:\n",
+)
+
+
+def test_criteria_fields_are_read_with_every_record(tmp_path: Path) -> None:
+    text = BASE.replace("Lead: {status_field: Status, mapping: lead.yaml}",
+                        "Lead: {status_field: Status, mapping: lead.yaml, fields: [Country, LeadSource]}")
+    config = load_config(write_config(tmp_path, text, mapping=CRITERIA_MAPPING), dict(ENV))
+    lead, contacts = config.object("sfdc", "Lead"), config.object("hubspot", "contacts")
+    assert lead.read_fields == ("OwnerId", "Country", "LeadSource", "Score__c")
+    assert contacts.read_fields == ("hubspot_owner_id", "Score__c", "LeadSource")
+    # The sources build their reads from the config's object settings: these carry the fields too.
+    sfdc = config.sources["sfdc"]
+    assert sfdc.objects["Lead"].fields == ("Country", "LeadSource", "Score__c")
+
+
+def test_a_criteria_trigger_on_the_status_field_is_refused(tmp_path: Path) -> None:
+    mapping = CRITERIA_MAPPING.replace("field: LeadSource, equals: Web", "field: status, equals: Open")
+    path = write_config(tmp_path, BASE, mapping=mapping)
+    assert messages(path) == [
+        f"{path}:13: sources.sfdc.objects.Lead.mapping: criteria trigger 'src' reads the status field Status; "
+        "a status read is rule 1's (map it in 'statuses')"
+    ]

@@ -44,7 +44,7 @@ from connector.store.schema import OutboxItem, TransitionRow
 from connector.writeback import Drain
 from tests.contract_crm import Killed, LaggyCrm
 from tests.contract_model import Rec, World, sent_writes
-from tests.test_state_machine import EVENTS, STAGE_OF, STAGES, STATUS_OF, UNMAPPED, empty, make_synced
+from tests.test_state_machine import EVENTS, MAPPING, STAGE_OF, STAGES, STATUS_OF, UNMAPPED, empty, make_synced
 
 IDS = ["r1", "r2", "r3"]  # in the CRM long before the first sync
 NEW_IDS = ["r4", "r5"]  # created after it
@@ -56,6 +56,16 @@ MAX_DELAY = 2 * MINUTE
 TICK = MINUTE  # the daemon pulls at least this often
 SETTLE = 10 * MINUTE  # more than a lag plus a late commit plus two missed pulls
 STATUSES = list(STAGE_OF) + UNMAPPED
+SCORES = [None, 5, 30, 60, 90]
+# The state machine's mapping and criteria triggers on a score a person edits (the model's CRITERIA).
+CONTRACT_MAPPING = MAPPING.replace(
+    "overrides:\n",
+    "  - {name: hot,     on: {field: Score, gte: 50}, from: [New, Working], to: Meeting Set}\n"
+    "  - {name: cold,    on: {field: Score, lt: 10}, from_category: [in_progress, succeeded], to: Unresponsive}\n"
+    "  - {name: revived, on: {field: Score, gte: 30}, from_category: [not_succeeded], to: Working, reactivate: true}\n"
+    "  - {name: reset,   on: {field: Score, is_not_set: true}, to: New}\n"
+    "overrides:\n",
+)
 IMPORT_ROWS = st.lists(
     st.tuples(st.sampled_from(IDS), st.sampled_from(STAGES)), min_size=1, max_size=3, unique_by=lambda row: row[0]
 )
@@ -149,8 +159,9 @@ class ContractMachine(RuleBasedStateMachine):
     @initialize(
         profile=st.sampled_from(["salesforce", "hubspot"]),
         statuses=st.lists(st.sampled_from(STATUSES), min_size=3, max_size=3),
+        scores=st.lists(st.sampled_from(SCORES), min_size=3, max_size=3),
     )
-    def first_sync(self, profile: str, statuses: list[str]) -> None:
+    def first_sync(self, profile: str, statuses: list[str], scores: list[int | None]) -> None:
         """An org with records and activity from long before the connector arrived."""
         self.crm = LaggyCrm(profile, SETTLE, T0)
         self.engine = Engine(self.config, self.store, sources={"crm": self.crm})  # type: ignore[dict-item]
@@ -159,7 +170,7 @@ class ContractMachine(RuleBasedStateMachine):
         for number, (rid, status) in enumerate(zip(IDS, statuses, strict=True)):
             # The last one was edited seconds before the first sync, inside the settle window.
             modified = T0 - (30 * DAY if number == 0 else 9 * DAY if number == 1 else 40 * SECOND)
-            self.crm.create(rid, status, T0 - 400 * DAY, modified)
+            self.crm.create(rid, status, T0 - 400 * DAY, modified, score=scores[number])
         # Old activity: one created long ago, two created just before B (re-read by the settle window)
         # but dated well before it. None may fire a trigger (rule 4).
         self.crm.now = T0 - 20 * DAY
@@ -188,7 +199,17 @@ class ContractMachine(RuleBasedStateMachine):
         if rid in self.crm.versions:
             self.crm.edit(rid, status, delay)
         else:
-            self.crm.create(rid, status, self.crm.stamp(rid), self.crm.stamp(rid), delay)
+            self.crm.create(rid, status, self.crm.stamp(rid), self.crm.stamp(rid), delay, score=60)
+
+    @rule(
+        rid=st.sampled_from(ALL_IDS),
+        score=st.sampled_from(SCORES),
+        delay=st.sampled_from([timedelta(0), timedelta(0), 30 * SECOND, MAX_DELAY]),
+    )
+    def person_scores(self, rid: str, score: int | None, delay: timedelta) -> None:
+        """A person (or the CRM's scoring) changes the score a criteria trigger reads."""
+        if rid in self.crm.versions:
+            self.crm.edit_score(rid, score, delay)
 
     @rule(
         rid=st.sampled_from(ALL_IDS),
@@ -313,7 +334,7 @@ MAX_ATTEMPTS_TO_SETTLE = 12
 
 
 def machine_for(store: Store, folder: Path) -> type[ContractMachine]:
-    config, synced = make_synced(folder)
+    config, synced = make_synced(folder, CONTRACT_MAPPING)
     attrs = {"store": store, "config": config, "synced": synced}
     return type(f"ContractMachineOn{store.dialect.title()}", (ContractMachine,), attrs)
 
@@ -341,7 +362,7 @@ def test_the_contract_slow(store: Store, tmp_path: Path) -> None:
 
 # --- interleavings the machine found, replayed -------------------------------------------------------
 def rig(store: Store, tmp_path: Path, profile: str) -> tuple[Engine, SyncedObject, LaggyCrm, Drain]:
-    config, synced = make_synced(tmp_path)
+    config, synced = make_synced(tmp_path, CONTRACT_MAPPING)
     crm = LaggyCrm(profile, SETTLE, T0)
     engine = Engine(config, store, sources={"crm": crm})  # type: ignore[dict-item]
     engine.clock = lambda: crm.now

@@ -68,3 +68,28 @@ def test_a_cancelled_stale_write_back_shows_in_the_text(tmp_path: Path, db_url: 
     assert "cancelled write-back 'Open - Not Contacted'" in out and "the CRM wins" in out
     data = json.loads(explain(config, WORKING, "--json"))
     assert [w["state"] for w in data["writebacks"]] == ["cancelled"]
+
+
+def test_a_criteria_move_and_the_triggers_from_here_read_with_their_values(tmp_path: Path) -> None:
+    mapping = (ROOT / "mappings/salesforce-lead.yaml").read_text().replace(
+        "overrides:\n",
+        "  - {name: hot, on: {field: Score__c, gte: 50}, from: [New], to: Working}\n"
+        "  - {name: fit, on: {field: Rating, in: [Hot, Warm]}, from: [Working], to: Converted}\n"
+        "overrides:\n",
+    )
+    path = offline_config(tmp_path, mapping, database=f"sqlite:///{tmp_path}/c.db", source="sfdc")
+    config = load_config(path)
+    store = open_store(config.database_url)
+    engine = Engine(config, store, {})
+    synced = engine.synced("sfdc", "Lead")
+    fields: dict[str, object] = {"Score__c": 12.0, "Rating": None}
+    engine.apply_page(synced, Page([RemoteRecord(WORKING, "Open - Not Contacted", T0, fields=fields)], Cursor()), T0)
+    later = T0 + timedelta(minutes=1)
+    raised = RemoteRecord(WORKING, "Open - Not Contacted", later, fields={**fields, "Score__c": 57.5})
+    engine.apply_page(synced, Page([raised], Cursor()), later)
+    store.close()
+    out = explain(path, WORKING)
+    assert "New -> Working" in out and "criteria hot: Score__c 12.0 -> 57.5 (gte 50)" in out
+    assert "fit: on Rating in [Hot, Warm] (when it becomes true) -> Converted" in out
+    data = json.loads(explain(path, WORKING, "--json"))
+    assert data["history"][-1]["cause"] == "criteria" and data["pending_writeback"] == "Working - Contacted"

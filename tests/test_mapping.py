@@ -281,6 +281,61 @@ MAPPING_CASES = [
 ]
 
 
+def _criteria(condition: str) -> str:
+    return _replace(
+        "overrides:\n", f"  - {{name: hot, on: {condition}, from: [New], to: Working}}\noverrides:\n"
+    )
+
+
+ONE_OPERATOR = "a condition takes exactly one operator of equals, in, gte, gt, lte, lt, is_set, is_not_set"
+MAPPING_CASES += [
+    pytest.param(_criteria("{field: Score, gte: 50}"), [], id="criteria-gte"),
+    pytest.param(_criteria("{field: Tier, in: [Gold, 3, true]}"), [], id="criteria-in"),
+    pytest.param(_criteria("{field: Closed, lt: 2025-01-31}"), [], id="criteria-date"),
+    pytest.param(_criteria("{field: Closed, lte: '2025-01-31T12:00:00+02:00'}"), [], id="criteria-datetime"),
+    pytest.param(_criteria("{field: Source, is_not_set: true}"), [], id="criteria-is-not-set"),
+    pytest.param(
+        _criteria("{field: Score, gte: 50, lt: 90}"),
+        [f"{{f}}:15: triggers[3].on: {ONE_OPERATOR}; found gte, lt"],
+        id="criteria-two-operators",
+    ),
+    pytest.param(
+        _criteria("{field: Score}"), [f"{{f}}:15: triggers[3].on: {ONE_OPERATOR}; found none"],
+        id="criteria-no-operator",
+    ),
+    pytest.param(
+        _criteria("{field: Tier, in: Gold}"), ["{f}:15: triggers[3].on.in: must be a list"], id="criteria-in-not-a-list"
+    ),
+    pytest.param(
+        _criteria("{field: Tier, equals: [Gold, Silver]}"),
+        ["{f}:15: triggers[3].on.equals: 'equals' takes one value (text, a number, true or false); "
+         "for several, use 'in'"],
+        id="criteria-equals-a-list",
+    ),
+    pytest.param(
+        _criteria("{field: Tier, is_set: false}"),
+        ["{f}:15: triggers[3].on.is_set: takes 'true' ('is_set: true' or 'is_not_set: true')"],
+        id="criteria-is-set-false",
+    ),
+    pytest.param(
+        _criteria("{field: Score, gte: high}"),
+        ["{f}:15: triggers[3].on: 'gte' compares with a number (50) or an ISO date or date-time (2025-01-31, "
+         "2025-01-31T12:00:00Z); got text"],
+        id="criteria-gte-text",
+    ),
+    pytest.param(
+        _criteria("{field: Score, gte: 1.0e999}"), ["{f}:15: triggers[3].on: 'gte' needs a finite number"],
+        id="criteria-not-a-number",
+    ),
+    pytest.param(
+        _criteria("{feld: Score, gte: 1}"),
+        ["{f}:15: triggers[3].on.field: missing required key 'field'",
+         "{f}:15: triggers[3].on.feld: unknown key 'feld' (did you mean 'field'?)"],
+        id="criteria-misspelt-field",
+    ),
+]
+
+
 @pytest.mark.parametrize(("text", "expected"), MAPPING_CASES)
 def test_mapping_messages(tmp_path: Path, text: str, expected: list[str]) -> None:
     path = write(tmp_path, text)

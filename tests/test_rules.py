@@ -67,6 +67,24 @@ REMAPPED = (
     .replace("  No Response: Unresponsive\n", "  Dormant: Unresponsive\n")
 )
 
+# The same funnel with criteria triggers only: conditions on fields read with each record.
+CRITERIA = MAPPING.split("triggers:")[0] + """\
+triggers:
+  - {name: hot,       on: {field: Score, gte: 50}, from: [New, Working], to: Qualified}
+  - {name: partner,   on: {field: LeadSource, equals: Partner Referral}, from: [New], to: Working}
+  - {name: vip,       on: {field: VIP, equals: true}, from: [New], to: Qualified}
+  - {name: tiered,    on: {field: Tier, in: [Gold, Platinum]}, to: Won}
+  - {name: cold,      on: {field: Score, lt: 10}, from: [Qualified], to: Working}
+  - {name: opted-out, on: {field: OptOut, is_set: true}, from_category: [in_progress], to: Unresponsive}
+  - {name: no-owner,  on: {field: Rep, is_not_set: true}, from: [Won], to: Qualified}
+  - {name: demo, on: {field: DemoAt, gt: 2025-01-01}, from_category: [not_succeeded], to: Working, reactivate: true}
+  - {name: lapsed,    on: {field: RenewsAt, lte: "2024-06-30T00:00:00Z"}, from: [Won], to: Unresponsive}
+  - {name: big,       on: {field: Seats, gt: 100}, from: [Unresponsive], to: Working}
+overrides:
+  forward_only: true
+"""
+CRITERIA_FREE = CRITERIA.replace("forward_only: true", "forward_only: false")
+
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 ANY = object()  # "the contract does not say": not checked
@@ -88,6 +106,8 @@ def mappings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StageMapping
         "fwd": _read(folder, "forward.yaml", MAPPING),
         "free": _read(folder, "free.yaml", FREE),
         "remapped": _read(folder, "remapped.yaml", REMAPPED),
+        "crit": _read(folder, "criteria.yaml", CRITERIA),
+        "crit-free": _read(folder, "criteria-free.yaml", CRITERIA_FREE),
     }
 
 
@@ -179,7 +199,34 @@ def remap(at: datetime = T0 + DAY) -> Decide:
     return lambda s, m: rules.remap(s, m, at)
 
 
+def fields(before: dict[str, Any] | None, after: dict[str, Any], *, first_read: bool = False) -> Decide:
+    """A read whose fields were `before` at the previous read (None: no previous read) and are `after` now."""
+    return lambda s, m: rules.on_fields(s, before, after, m, T0 + DAY, first_read=first_read)
+
+
 AT = T0 + DAY  # when the rows' decisions happen
+
+
+def crit(
+    name: str, before: RecordState, decide: Decide, to: str | None = None, *,
+    suppressed: str | None = None, rule: str | object = ANY, mapping: str = "crit",
+) -> Any:
+    """A criteria row: `to` moves there (write-back of its status), `suppressed` records that reason,
+    neither: nothing happens and nothing is recorded."""
+    statuses = {"New": "Open", "Working": "Contacted", "Qualified": "Qualified", "Won": "Closed Won",
+                "Unresponsive": "No Response", "Unqualified": "Not a Fit", "Meeting Set": "Meeting"}
+    if to is not None and suppressed is None:
+        case = Case(
+            before, decide, mapping,
+            after={"stage": to, "set_by": SetBy.TRIGGER, "stage_entered_at": AT},
+            history=Move(before.stage, to, rule=rule, cause=Cause.CRITERIA, at=AT),
+            writeback=statuses[to],
+        )
+    elif suppressed is not None:
+        case = Case(before, decide, mapping, history=Move(before.stage, to, True, suppressed, rule, Cause.CRITERIA))
+    else:
+        case = Case(before, decide, mapping)
+    return pytest.param(case, id=f"crit-{name}")
 
 CASES = [
     # --- rule 1: a status read from the CRM --------------------------------------------------------
@@ -648,6 +695,93 @@ CASES = [
 ]
 
 
+CASES += [
+    # --- criteria: a condition on the fields read with the record becomes true ----------------------
+    crit("becomes-true-moves", state("Working"), fields({"Score": 42}, {"Score": 55}), "Qualified", rule="hot"),
+    crit("exactly-the-threshold", state("Working"), fields({"Score": 49}, {"Score": 50}), "Qualified"),
+    crit("stays-true-nothing", state("Working"), fields({"Score": 55}, {"Score": 60})),
+    crit("unchanged-true-nothing", state("Working"), fields({"Score": 55}, {"Score": 55})),
+    crit("false-to-false-nothing", state("Working"), fields({"Score": 10}, {"Score": 49})),
+    crit("true-to-false-nothing", state("Working"), fields({"Score": 60}, {"Score": 20})),
+    crit("no-previous-read-nothing", state("Working"), fields(None, {"Score": 55})),
+    # The previous read did not carry the field (the trigger is newer): no "before", no move.
+    crit("field-not-read-before-nothing", state("Working"), fields({"Other": "x"}, {"Score": 55})),
+    crit("field-read-before-as-null", state("Working"), fields({"Score": None}, {"Score": 55}), "Qualified"),
+    crit("first-read-true-moves", state("New"), fields(None, {"Score": 70}, first_read=True), "Qualified"),
+    crit("first-read-false-nothing", state("New"), fields(None, {"Score": 7}, first_read=True)),
+    # Numbers compare as numbers whatever the CRM sends: HubSpot's strings, Salesforce's JSON numbers.
+    crit("number-as-text", state("Working"), fields({"Score": "42"}, {"Score": "55"}), "Qualified"),
+    crit("number-as-float", state("Working"), fields({"Score": 42.5}, {"Score": 50.0}), "Qualified"),
+    crit("text-9-is-less-than-50", state("Working"), fields({"Score": "9"}, {"Score": "10"})),
+    crit("number-with-spaces", state("Working"), fields({"Score": "1"}, {"Score": " 51 "}), "Qualified"),
+    crit("unparsable-is-false", state("Working"), fields({"Score": 42}, {"Score": "high"})),
+    crit("unparsable-before-was-false", state("Working"), fields({"Score": "n/a"}, {"Score": 80}), "Qualified"),
+    crit("boolean-is-not-a-number", state("Working"), fields({"Score": False}, {"Score": True})),
+    crit("nan-is-false", state("Working"), fields({"Score": 1}, {"Score": "NaN"})),
+    # equals and in: text without regard to case.
+    crit("equals-any-case", state("New"), fields({"LeadSource": "Web"}, {"LeadSource": "partner REFERRAL"}),
+         "Working", rule="partner"),
+    crit("equals-other-value", state("New"), fields({"LeadSource": "Web"}, {"LeadSource": "Partner"})),
+    crit("equals-boolean", state("New"), fields({"VIP": False}, {"VIP": True}), "Qualified", rule="vip"),
+    crit("equals-boolean-as-text", state("New"), fields({"VIP": "false"}, {"VIP": "TRUE"}), "Qualified"),
+    crit("in-list", state("Working"), fields({"Tier": "Silver"}, {"Tier": "gold"}), "Won", rule="tiered"),
+    crit("in-list-from-one-to-another", state("Working"), fields({"Tier": "Gold"}, {"Tier": "Platinum"})),
+    crit("in-list-not-in", state("Working"), fields({"Tier": "Silver"}, {"Tier": "Bronze"})),
+    crit("is-set", state("Working"), fields({"OptOut": None}, {"OptOut": "2024-05-01"}), "Unresponsive"),
+    crit("blank-is-not-set", state("Working"), fields({"OptOut": None}, {"OptOut": "   "})),
+    crit("is-not-set", state("Won"), fields({"Rep": "005A"}, {"Rep": ""}), "Qualified", rule="no-owner",
+         mapping="crit-free"),
+    crit("missing-field-is-not-set", state("Won"), fields({"Rep": "005A"}, {}), "Qualified", mapping="crit-free"),
+    # Dates and date-times compare as instants; HubSpot may send epoch milliseconds.
+    crit("date-after", state("Unresponsive"), fields({"DemoAt": "2024-12-01"}, {"DemoAt": "2025-02-01T10:00:00Z"}),
+         "Working", rule="demo"),
+    crit("date-epoch-millis", state("Unresponsive"), fields({"DemoAt": "1700000000000"}, {"DemoAt": "1740000000000"}),
+         "Working"),
+    crit("date-on-the-bound-is-not-after", state("Unresponsive"),
+         fields({"DemoAt": "2024-12-01"}, {"DemoAt": "2025-01-01T00:00:00+00:00"})),
+    crit("date-with-offset", state("Unresponsive"),
+         fields({"DemoAt": "2024-12-01"}, {"DemoAt": "2025-01-01T00:30:00+01:00"})),
+    crit("date-unparsable", state("Unresponsive"), fields({"DemoAt": "2024-12-01"}, {"DemoAt": "soon"})),
+    crit("date-millis-past-year-9999", state("Unresponsive"),
+         fields({"DemoAt": "2024-12-01"}, {"DemoAt": "999999999999999"})),
+    crit("date-not-a-day", state("Unresponsive"), fields({"DemoAt": "2024-12-01"}, {"DemoAt": "2025-13-45"})),
+    crit("datetime-bound-date-value", state("Won"), fields({"RenewsAt": "2024-07-01"}, {"RenewsAt": "2024-06-30"}),
+         "Unresponsive", rule="lapsed"),
+    # from / from_category, and the first trigger in file order that became true.
+    crit("from-does-not-match", state("Qualified"), fields({"LeadSource": "Web"}, {"LeadSource": "Partner Referral"})),
+    crit("first-in-file-order", state("New"), fields({"Score": 1, "LeadSource": "Web"},
+                                                     {"Score": 90, "LeadSource": "Partner Referral"}),
+         "Qualified", rule="hot"),
+    crit("staying-true-is-skipped-for-a-later-one", state("Working"),
+         fields({"Score": 60, "Tier": "Silver"}, {"Score": 70, "Tier": "Gold"}), "Won", rule="tiered"),
+    crit("never-seen-stage-nothing", state(None, None, entered=None), fields({"Score": 1}, {"Score": 90})),
+    # The overrides (rules 2a-2e) as for any trigger.
+    crit("target-is-current-nothing", state("Won"), fields({"Tier": "Silver"}, {"Tier": "Gold"})),
+    crit("sticky-suppressed", state("Meeting Set"), fields({"Tier": "Silver"}, {"Tier": "Gold"}), "Won",
+         suppressed="sticky", rule="tiered"),
+    crit("sticky-set-by-trigger-moves", state("Meeting Set", SetBy.TRIGGER), fields({"Tier": "x"}, {"Tier": "Gold"}),
+         "Won"),
+    crit("not-succeeded-without-reactivate", state("Unresponsive"), fields({"Tier": "x"}, {"Tier": "Gold"}), "Won",
+         suppressed="not-succeeded"),
+    crit("not-succeeded-reactivate", state("Unqualified"), fields({"DemoAt": None}, {"DemoAt": "2025-03-03"}),
+         "Working"),
+    crit("forward-only-suppressed", state("Qualified"), fields({"Score": 20}, {"Score": 5}), "Working",
+         suppressed="would move backwards", rule="cold"),
+    crit("backwards-allowed", state("Qualified"), fields({"Score": 20}, {"Score": 5}), "Working",
+         mapping="crit-free"),
+    crit("quarantined-suppressed", state("Working", quarantined="Recycled", remote_status="Recycled"),
+         fields({"Score": 2}, {"Score": 99}), "Qualified", suppressed="quarantined"),
+    pytest.param(
+        Case(
+            state("Working", remote_status="Qualified"), fields({"Score": 2}, {"Score": 99}), "crit",
+            after={"stage": "Qualified", "set_by": SetBy.TRIGGER, "stage_entered_at": AT},
+            history=Move("Working", "Qualified"), writeback=None, cancel=True,
+        ),
+        id="crit-back-to-what-the-crm-holds-writes-nothing",
+    ),
+]
+
+
 def _check_history(decision: Decision, want: Move | object | None) -> None:
     got = decision.transition
     if want is ANY:
@@ -876,6 +1010,43 @@ def test_first_seen_at(
 )
 def test_is_stale(known: datetime | None, read: datetime, stale: bool) -> None:
     assert rules.is_stale(known, read) is stale
+
+
+def test_criteria_fire_again_after_being_false(mappings: dict[str, StageMapping]) -> None:
+    """Above, below, above again: the condition became true twice, so the trigger fires twice."""
+    m = mappings["crit-free"]
+    moved = rules.on_fields(state("Working", SetBy.TRIGGER), {"Score": 10}, {"Score": 60}, m, AT)
+    assert moved.state.stage == "Qualified"
+    back = rules.on_fields(moved.state, {"Score": 60}, {"Score": 5}, m, AT + DAY)  # cold: Qualified -> Working
+    assert back.state.stage == "Working"
+    again = rules.on_fields(back.state, {"Score": 5}, {"Score": 60}, m, AT + 2 * DAY)
+    assert again.state.stage == "Qualified" and again.transition is not None
+    assert again.transition.detail == "Score 5 -> 60 (gte 50)"
+    stays = rules.on_fields(again.state, {"Score": 60}, {"Score": 65}, m, AT + 3 * DAY)
+    assert stays.transition is None and stays.state == again.state
+
+
+def test_criteria_after_a_status_read_act_from_the_new_stage(mappings: dict[str, StageMapping]) -> None:
+    """Rule 1 first, then the criteria from the stage the status put the record in."""
+    m = mappings["crit"]
+    read = rules.on_status(state("Qualified"), "Contacted", m, AT)
+    assert read.state.stage == "Working"
+    moved = rules.on_fields(read.state, {"Score": 10}, {"Score": 70}, m, AT)
+    assert moved.state.stage == "Qualified" and moved.writeback == "Qualified"
+
+
+def test_criteria_detail_is_bounded_and_printable(mappings: dict[str, StageMapping]) -> None:
+    m = mappings["crit"]
+    hostile = "Gold" + "\x1b[31m" + "x" * 5000
+    decision = rules.on_fields(state("Working"), {"Tier": None}, {"Tier": hostile}, m, AT)
+    assert decision.transition is None  # not in the list: a hostile value only ever compares false
+    decision = rules.on_fields(state("Working"), {"Score": "\x1b[2J" + "9" * 60}, {"Score": 55}, m, AT)
+    assert decision.transition is not None
+    detail = decision.transition.detail
+    assert "\x1b" not in detail and len(detail) < 120
+    assert rules.on_fields(state("New"), None, {"Score": 70}, m, AT, first_read=True).transition.detail == (  # type: ignore[union-attr]
+        "Score (first read) -> 70 (gte 50)"
+    )
 
 
 def test_activity_before_the_baseline_only_counts_as_activity(mappings: dict[str, StageMapping]) -> None:

@@ -272,9 +272,9 @@ def empty(store: Store) -> None:
                 session.execute(text(f"DELETE FROM {table}"))
 
 
-def make_synced(folder: Path) -> tuple[Config, SyncedObject]:
+def make_synced(folder: Path, mapping: str = MAPPING) -> tuple[Config, SyncedObject]:
     extra = "writeback: {enabled: true, conflict_check: true, max_attempts: 8}\n"
-    config = load_config(offline_config(folder, MAPPING, mapping_file="lead.yaml", extra=extra), environ={})
+    config = load_config(offline_config(folder, mapping, mapping_file="lead.yaml", extra=extra), environ={})
     return config, config.object("crm", "Lead")
 
 

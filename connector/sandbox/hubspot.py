@@ -438,6 +438,20 @@ class HubSpotSandbox:
         if sender is not None:
             sender.stop()
 
+    def recalculate(self, object_type: str, record_id: str, **properties: Any) -> None:
+        """HubSpot's own change of calculated properties (`hubspotscore` after its scoring rules ran):
+        read-only to people and apps, but a change to the record like any other."""
+        table = self._table(object_type, api=False)
+        with self._lock:
+            record = table.records[int(record_id)]
+            values = {}
+            for name, raw in properties.items():
+                value, problem = normalise(table.schema[name], raw)
+                if problem is not None:
+                    raise ValueError(problem[0])
+                values[name] = value
+            self._apply(table, record, values, "CALCULATED")
+
     def record(self, object_type: str, record_id: str) -> dict[str, Any]:
         table = self._table(object_type, api=False)
         with self._lock:

@@ -124,6 +124,10 @@ _CONTACT_PROPERTIES = (
     _enum("hs_lead_status", "Lead Status", LEAD_STATUSES, field_type="radio"),
     _enum("lifecyclestage", "Lifecycle Stage", LIFECYCLE_STAGES, field_type="radio"),
     PropertyDef("hs_merged_object_ids", "Merged Contact IDs", "enumeration", "checkbox", read_only=True),
+    # HubSpot calculates the score from its scoring rules: read-only through the API and the UI.
+    PropertyDef("hubspotscore", "HubSpot Score", "number", "number", read_only=True),
+    PropertyDef("annualrevenue", "Annual Revenue", "number", "number"),
+    PropertyDef("jobtitle", "Job Title"),
 )
 _COMPANY_PROPERTIES = (
     PropertyDef("name", "Company name"),

@@ -31,6 +31,7 @@ from connector.sandbox.salesforce_oauth import OAuthEndpoint, jwt_key
 from connector.sandbox.salesforce_schema import (
     KINDS,
     LEAD_STATUSES,
+    NUMERIC,
     ORG_BORN,
     FieldDef,
     SObject,
@@ -474,8 +475,9 @@ class SalesforceSandbox(OAuthEndpoint):
     def _json_value(self, definition: FieldDef, value: Any) -> Any:
         if value is None:
             return None
-        expected = {"boolean": bool, "int": int}.get(definition.type, str)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        number = (int, float) if definition.type in NUMERIC else None
+        expected: type | tuple[type, ...] = number or {"boolean": bool, "int": int}.get(definition.type, str)
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
             raise TypeError(definition.type)
         if definition.type == "datetime" and soql.parse_datetime(str(value)) is None:
             datetime.fromisoformat(str(value))  # the other ISO forms Salesforce also accepts; raises if neither

@@ -586,4 +586,6 @@ class Org:
             return self._stamp(value)
         if isinstance(value, str) and definition.type == "date":
             return date.fromisoformat(value)
+        if definition.type in ("double", "currency", "percent") and isinstance(value, int):
+            return float(value)  # Salesforce answers these as JSON doubles: 55.0, not 55
         return value

@@ -52,15 +52,18 @@ def normalize_id(value: str) -> str | None:
 KINDS = {
     "id": soql.ID, "reference": soql.ID, "string": soql.TEXT, "email": soql.TEXT, "picklist": soql.TEXT,
     "datetime": soql.DATETIME, "date": soql.DATE, "boolean": soql.BOOLEAN, "int": soql.NUMBER,
+    "double": soql.NUMBER, "currency": soql.NUMBER, "percent": soql.NUMBER,
 }
 SOAP_TYPES = {"id": "tns:ID", "reference": "tns:ID", "datetime": "xsd:dateTime", "date": "xsd:date",
-               "boolean": "xsd:boolean", "int": "xsd:int"}
+               "boolean": "xsd:boolean", "int": "xsd:int", "double": "xsd:double", "currency": "xsd:double",
+               "percent": "xsd:double"}
+NUMERIC = frozenset({"int", "double", "currency", "percent"})
 
 
 @dataclass
 class FieldDef:
     name: str
-    type: str  # describe type: id, string, email, picklist, reference, datetime, date, boolean, int
+    type: str  # describe type: id, string, email, picklist, reference, datetime, date, boolean, int, double, ...
     updateable: bool = True
     nillable: bool = True
     picklist: list[str] | None = None
@@ -192,6 +195,8 @@ def standard_objects() -> list[SObject]:
             FieldDef("Email", "email"), text("Country"),
             pick("LeadSource", ["Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other"],
                   restricted=False),
+            pick("Rating", ["Hot", "Warm", "Cold"], restricted=False), FieldDef("NumberOfEmployees", "int"),
+            FieldDef("AnnualRevenue", "currency"), FieldDef("Lead_Score__c", "double"),
             owner, pick("Status", LEAD_STATUSES, LEAD_STATUSES[0], nillable=False),
             FieldDef("IsConverted", "boolean", updateable=False, nillable=False),
             FieldDef("ConvertedDate", "date", updateable=False),

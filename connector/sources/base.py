@@ -126,7 +126,8 @@ class Source(Protocol):
         """
         ...
 
-    def describe_field(self, obj: str) -> FieldInfo:
+    def describe_field(self, obj: str, field: str | None = None) -> FieldInfo:
+        """The object's status field, or the named field (the fields criteria triggers read)."""
         ...
 
     def usage(self) -> ApiUsage:

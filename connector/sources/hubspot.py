@@ -385,11 +385,12 @@ class HubSpot:
         return links  # engagements with no such record come back in `errors`: they have no event here
 
     # --- the rest of the protocol ----------------------------------------------------------------
-    def describe_field(self, obj: str) -> FieldInfo:
+    def describe_field(self, obj: str, field: str | None = None) -> FieldInfo:
         stream = self._stream(obj)
+        name = field or stream.status_field
         try:
             answer = self._json(
-                partial(self._properties.get_by_name, stream.name, stream.status_field, _preload_content=False),
+                partial(self._properties.get_by_name, stream.name, name, _preload_content=False),
                 expect=None,
             )
         except CrmError as exc:

@@ -334,17 +334,18 @@ class Salesforce:
                         found[form] = when
         return found
 
-    def describe_field(self, obj: str) -> FieldInfo:
+    def describe_field(self, obj: str, field_name: str | None = None) -> FieldInfo:
         spec = self._spec(obj)
+        wanted = (field_name or spec.status).lower()
         fields = self._describe(spec.obj).get("fields") or []
-        field = next((f for f in fields if str(f.get("name", "")).lower() == spec.status.lower()), None)
+        field = next((f for f in fields if str(f.get("name", "")).lower() == wanted), None)
         if field is None:
             return FieldInfo(exists=False, is_picklist=False)
         values = tuple(
             PicklistValue(v["value"], v.get("label") or v["value"], bool(v.get("active", True)), order)
             for order, v in enumerate(field.get("picklistValues") or [])
         )
-        if spec.obj.lower() == "lead" and field["name"] == "Status":
+        if spec.obj.lower() == "lead" and field["name"] == "Status" and wanted == spec.status.lower():
             values = self._lead_statuses(values)
         kind = field.get("type")
         return FieldInfo(True, kind in ("picklist", "multipicklist"), values, kind)
