@@ -158,7 +158,12 @@ def _batch_error(category: str, message: str, ids: list[str], **extra: Any) -> d
     }
 
 
-_SOURCE_IDS = {"API": "sandbox-private-app", "CRM_UI": "userId:4000001", "IMPORT": "import:1"}
+_SOURCE_IDS = {
+    "API": "sandbox-private-app",
+    "CRM_UI": "userId:4000001",
+    "IMPORT": "import:1",
+    "CALCULATED": "CalculatedPropertyComputer",  # HubSpot's own recalculation (`recalculate`)
+}
 
 
 def _utcnow() -> datetime:

@@ -18,5 +18,11 @@ def build_receivers(config: Config) -> dict[str, Receiver]:
         elif isinstance(source, HubSpotSource):
             from connector.webhooks.hubspot import HubSpotReceiver
 
-            receivers[name] = HubSpotReceiver.from_config(name, source)
+            # The fields criteria triggers read are added to each object's at load: their changes matter too.
+            extra = {
+                obj: frozenset(synced.read_fields)
+                for (src, obj), synced in config.objects.items()
+                if src == name
+            }
+            receivers[name] = HubSpotReceiver.from_config(name, source, extra)
     return receivers
