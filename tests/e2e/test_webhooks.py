@@ -137,3 +137,69 @@ def test_server_webhooks_serves_webhooks_and_nothing_else(tmp_path: Path, childr
     assert page.value.code == 404
     # The health page's address no longer takes webhooks.
     assert post(f"http://127.0.0.1:{port}/webhooks/sfdc", b"<x/>") == 405
+
+
+LEAD_MAPPING = """\
+stages:
+  - {name: New,          category: in_progress}
+  - {name: Working,      category: in_progress}
+  - {name: Converted,    category: succeeded}
+  - {name: Unresponsive, category: not_succeeded}
+statuses:
+  Open - Not Contacted: New
+  Working - Contacted: Working
+  Closed - Converted: Converted
+  Closed - Not Converted: Unresponsive
+triggers:
+  - {name: hot, on: {field: Lead_Score__c, gte: 50}, from: [New], to: Working}
+"""
+CONTACT_MAPPING = """\
+stages:
+  - {name: New,        category: in_progress}
+  - {name: Connected,  category: in_progress}
+  - {name: Bad Timing, category: not_succeeded}
+statuses:
+  NEW: New
+  CONNECTED: Connected
+  BAD_TIMING: Bad Timing
+triggers:
+  - {name: hot, on: {field: hubspotscore, gt: 40}, from: [New], to: Connected}
+"""
+
+
+def test_a_score_crossing_its_threshold_is_written_back_within_two_seconds_on_a_60s_poll(
+    tmp_path: Path, children: Procs, opened: Opened
+) -> None:
+    """The issue's promise: a change in each CRM, its criteria trigger and the write-back, all before the
+    next poll, and (writeback_every 60 s too) before the next write-back run."""
+    sf, hs = opened.salesforce(seed=23), opened.hubspot(seed=23)
+    leads = sf.seed("Lead", [{"LastName": f"S{i}", "Company": "Acme", "Status": NEW_LEAD} for i in range(3)])
+    contacts = hs.seed("contacts", [{"email": f"s{i}@example.com", "hs_lead_status": "NEW"} for i in range(3)])
+    port = free_port()
+    database = f"sqlite:///{tmp_path / 'c.db'}"
+    config = write_config(tmp_path, database, sf=sf, hs=hs)
+    (tmp_path / "mappings" / "salesforce-lead.yaml").write_text(LEAD_MAPPING)
+    (tmp_path / "mappings" / "hubspot-contact.yaml").write_text(CONTACT_MAPPING)
+    configure(config, port, sfdc={"organization_id": sf.org_id}, hubspot={"app_secret": "app-secret-" + "s" * 20})
+    base = f"http://127.0.0.1:{port}/webhooks"
+    sf.add_outbound_message("Lead", f"{base}/sfdc", ("Id", "Lead_Score__c"))
+    hs.subscribe_webhooks(f"{base}/hubspot", "app-secret-" + "s" * 20, [("contact.propertyChange", "hubspotscore")])
+    children.start("daemon", "run", "--config", str(config))
+    reader = opened.reader(database)
+    fail = explain_failure(children)
+    wait_for(lambda: reader.cursor("sfdc", "Lead") and reader.cursor("hubspot", "contacts"), 60, fail("first syncs"))
+
+    started = time.monotonic()
+    sf.edit_as_person("Lead", leads[0], Lead_Score__c=75)
+    wait_for(lambda: sf.record("Lead", leads[0])["Status"] == WORKING_LEAD, 10, fail("the Salesforce write-back"))
+    sf_took = time.monotonic() - started
+
+    started = time.monotonic()
+    hs.recalculate("contacts", contacts[0], hubspotscore="55")  # HubSpot's scoring; read-only to people
+    wait_for(lambda: hs.record("contacts", contacts[0])["hs_lead_status"] == "CONNECTED", 10,
+             fail("the HubSpot write-back"))
+    hs_took = time.monotonic() - started
+    assert sf_took < BOUND and hs_took < BOUND, fail(f"write-backs took {sf_took:.2f}s / {hs_took:.2f}s")
+    assert stage_of(reader, "sfdc", leads[0]) == "Working" and stage_of(reader, "hubspot", contacts[0]) == "Connected"
+    # Only the records named moved: the others wait for the poll as before.
+    assert sf.record("Lead", leads[1])["Status"] == NEW_LEAD
