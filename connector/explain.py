@@ -10,6 +10,7 @@ from sqlalchemy import select
 from connector.config import SyncedObject
 from connector.engine import Engine
 from connector.mapping import CriteriaTrigger, InactiveTrigger
+from connector.moves import move_text
 from connector.store import repo
 from connector.store.schema import OutboxItem, Record
 
@@ -136,7 +137,7 @@ def render_text(data: dict[str, Any]) -> str:
             lines.append(f"    {option['trigger']}: on {option['on']} -> {option['to']}")
     lines.append("history:" if data["history"] else "history: none recorded")
     for entry in data["history"]:
-        move = f"{entry['from'] or '(new)'} -> {entry['to'] or '(out)'}"
+        move = move_text(entry["from"], entry["to"])
         cause = _cause(entry)
         if entry["suppressed"]:
             lines.append(f"  {entry['at']}  {move:<32} NOT MOVED: {entry['reason']} ({cause})")

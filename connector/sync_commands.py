@@ -14,6 +14,7 @@ from connector.config import SyncedObject
 from connector.cycle import Jobs, ObjectOutcome
 from connector.dryrun import Move, dry_run, moves_since, next_transition
 from connector.engine import Engine
+from connector.moves import move_text
 from connector.progress import counting
 from connector.resync import Change, ResyncOptions, resync
 
@@ -58,7 +59,7 @@ def outcome_json(outcome: ObjectOutcome) -> dict[str, Any]:
 
 def _move_line(move: Move) -> str:
     why = f"trigger '{move.rule}'" if move.rule else move.cause
-    return f"  move {move.id}: {move.from_stage or '(new)'} -> {move.to_stage or '(out)'} ({why}: {move.detail})"
+    return f"  move {move.id}: {move_text(move.from_stage, move.to_stage)} ({why}: {move.detail})"
 
 
 def sync_dry_run(engine: Engine, objects: Sequence[SyncedObject], now: datetime) -> tuple[dict[str, Any], bool]:
@@ -125,7 +126,7 @@ def resync_objects(
         verb = "would change" if options.dry_run else "repaired"
         for change in changes:
             lines.append(
-                f"  {change.id}: {change.from_stage or '(new)'} -> {change.to_stage or '(out)'}  {change.detail}"
+                f"  {change.id}: {move_text(change.from_stage, change.to_stage)}  {change.detail}"
             )
         lines.append(
             f"{synced.source} {synced.name}: read {report.read}, {verb} {count} "

@@ -93,3 +93,15 @@ def test_a_criteria_move_and_the_triggers_from_here_read_with_their_values(tmp_p
     assert "fit: on Rating in [Hot, Warm] (when it becomes true) -> Converted" in out
     data = json.loads(explain(path, WORKING, "--json"))
     assert data["history"][-1]["cause"] == "criteria" and data["pending_writeback"] == "Working - Contacted"
+
+
+def test_a_record_first_seen_with_an_unmapped_status_reads_as_unplaced(tmp_path: Path) -> None:
+    config = _config(tmp_path, f"sqlite:///{tmp_path}/c.db")
+    store = open_store(load_config(config).database_url)
+    engine = Engine(load_config(config), store, {})
+    odd = "00Q000000000004AAA"
+    engine.apply_page(engine.synced("sfdc", "Lead"), Page([RemoteRecord(odd, "Nurture", T0)], Cursor(T0, odd)), T0)
+    store.close()
+    out = explain(config, odd)
+    assert "(new, no stage)" in out and "(out)" not in out, out
+    assert "'Nurture' is not in the mapping" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from connector.moves import move_text
 from connector.reports import ObjectFunnel
 from connector.web.html import command, document, esc, seconds, table, when, yaml_key
 from connector.web.view import ObjectView
@@ -164,7 +165,7 @@ def _moves(v: ObjectView) -> str:
         cause = esc(m.cause) + (f" {esc(m.detail)}" if m.detail else "")
         if m.rule:
             cause += f", trigger <q>{esc(m.rule)}</q>"
-        moved = f"{esc(m.from_stage or '(new)')} &rarr; {esc(m.to_stage or '(out)')}"
+        moved = esc(move_text(m.from_stage, m.to_stage, "\u2192"))
         outcome = f'<span class="suppressed">not moved: {esc(m.reason)}</span>' if m.suppressed else "moved"
         rows.append([when(m.at), esc(m.id), moved, cause, outcome])
     return "<h3>Recent transitions</h3>" + table(["At", "Record", "Move", "Cause", "Outcome"], rows, "moves")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from connector.moves import move_text
 from connector.web.html import document, esc, table, when
 from connector.web.page import lookup_form
 
@@ -68,7 +69,7 @@ def _explained(d: dict[str, Any]) -> str:
         (
             [
                 when(h["at"]),
-                f"{esc(h['from'] or '(new)')} &rarr; {esc(h['to'] or '(out)')}",
+                esc(move_text(h["from"], h["to"], "\u2192")),
                 esc(h["cause"])
                 + (f" {esc(h['detail'])}" if h["detail"] else "")
                 + (f", trigger <q>{esc(h['rule'])}</q>" if h["rule"] else ""),
