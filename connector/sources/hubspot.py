@@ -51,6 +51,7 @@ from hubspot.crm.objects import (
 
 from connector.config import HubSpotSource
 from connector.sources import errors
+from connector.sources import hubspot_listing as listings
 from connector.sources.base import (
     ApiUsage,
     Cursor,
@@ -64,6 +65,7 @@ from connector.sources.base import (
     WriteOutcome,
 )
 from connector.sources.errors import Action, CrmError
+from connector.sources.hubspot_listing import Listing
 from connector.sources.hubspot_pacing import Pacer, Transport
 from connector.sources.hubspot_stream import LIFECYCLE, Json, Stream, at_ms, millis, ms_of, to_ms
 from connector.sources.hubspot_window import Mark, Search, SearchWindow, WindowStalled, first_search
@@ -96,8 +98,10 @@ class HubSpot:
         pace_sleep: Callable[[float], None] = pause,
         clock: Callable[[], float] = time.monotonic,
         searches_per_second: float = SEARCHES_PER_SECOND,
+        list_first: bool = True,
     ) -> None:
         self.name = name
+        self.list_first = list_first  # an object's first pull reads the list API (`hubspot_listing`)
         self.settings = settings
         self.streams = {obj: Stream.of(name, obj, cfg) for obj, cfg in settings.objects.items()}
         self.pacer = Pacer(
@@ -197,10 +201,37 @@ class HubSpot:
         self._learn_limits(stream)
         last = cursor
         properties = self._properties_of(stream)
+        listing = listings.resumed(cursor)
+        if listing is None and cursor.modified_at is None and self.list_first:
+            listing = listings.begin(self._newest(stream), self._settle_ms)
+        if listing is not None:
+            yield from self._first_listing(stream, properties, listing)
+            return
         for rows, mark in self._windowed(stream.name, stream.replication_key, properties, cursor, until):
             last = _cursor(mark)
             yield Page(self._records(stream, rows), last)
         yield from self._archived_since(stream, cursor, last, until)
+
+    def _first_listing(self, stream: Stream, properties: list[str], listing: Listing) -> Iterator[Page]:
+        """The first pull, read with the list API from `listing.after` on (`hubspot_listing` says why
+        and what cursor each page commits)."""
+        for items, after in self._list_pages(stream, False, properties, listing.after):
+            yield Page(self._records(stream, items), listings.page_cursor(listing, after))
+
+    def _newest(self, stream: Stream) -> int | None:
+        """The newest modified stamp HubSpot's search shows now (None: no record): every change made
+        from here on is stamped at or after it, in HubSpot's own clock, whatever ours says."""
+        body = PublicObjectSearchRequest(
+            sorts=[{"propertyName": stream.replication_key, "direction": "DESCENDING"}],
+            properties=[stream.replication_key],
+            limit=1,
+        )
+        answer = self._json(partial(self._search.do_search, stream.name, body, _preload_content=False))
+        found = answer["results"]
+        if not found:
+            return None
+        props = found[0].get("properties") or {}
+        return to_ms(str(props.get(stream.replication_key) or found[0].get("updatedAt")))
 
     def _properties_of(self, stream: Stream) -> list[str]:
         return [*stream.properties, MERGED] if stream.name == "contacts" else stream.properties
@@ -232,7 +263,14 @@ class HubSpot:
                 yield Page([self._record(stream, item, deleted=archived) for item in items], Cursor())
 
     def _listed(self, stream: Stream, archived: bool) -> Iterator[list[Json]]:
-        after: str | None = None
+        for items, _ in self._list_pages(stream, archived, stream.properties):
+            if items:
+                yield items
+
+    def _list_pages(
+        self, stream: Stream, archived: bool, properties: list[str], after: str | None = None
+    ) -> Iterator[tuple[list[Json], str | None]]:
+        """Each page of the list from `after` on, with the paging token of the page after it (None: last)."""
         seen: set[str] = set()
         while True:
             answer = self._json(
@@ -241,19 +279,19 @@ class HubSpot:
                     stream.name,
                     limit=LIST_PAGE,
                     after=after,
-                    properties=stream.properties,
+                    properties=properties,
                     archived=archived,
                     _preload_content=False,
                 )
             )
-            items = answer.get("results") or []
-            if items:
-                yield items
-            after = ((answer.get("paging") or {}).get("next") or {}).get("after")
-            if not after:
+            following = ((answer.get("paging") or {}).get("next") or {}).get("after")
+            after = str(following) if following else None
+            if after is not None and after in seen:
+                raise WindowStalled(f"HubSpot gave the paging token {after[:40]!a} twice while listing "
+                                    f"{stream.name}")
+            yield answer.get("results") or [], after
+            if after is None:
                 return
-            if after in seen:
-                raise WindowStalled(f"HubSpot gave the paging token {after!r} twice while listing {stream.name}")
             seen.add(after)
 
     def _windowed(
