@@ -30,7 +30,7 @@ from tests.hubspot_support import (
     write_config,
 )
 
-PEOPLE = 450  # five list pages of 100
+PEOPLE = 1_000  # ten list answers of 100, five pages of 200
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +71,14 @@ def test_edits_during_and_after_the_first_listing_are_each_read_exactly_once(
     tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock
 ) -> None:
     people = sandbox.seed("contacts", contacts(PEOPLE, hs_lead_status="NEW"), modified_at=T0 - timedelta(days=3))
-    listed_early, listed_late, after_listing = people[5], people[420], people[200]
+    listed_early, listed_late, after_listing = people[5], people[950], people[500]
     with open_connector(config(tmp_path, sandbox), retry_sleep=no_wait) as hub:
         pages = 0
 
         def during_listing(_stats: object) -> None:
             nonlocal pages
             pages += 1
-            if pages == 1:  # page one is committed; pages two to five are still to be listed
+            if pages == 1:  # page one is committed; the last pages are still to be listed (one is read ahead)
                 clock.advance(seconds=2)
                 sandbox.edit_as_person("contacts", listed_early, hs_lead_status="CONNECTED")  # listed already
                 sandbox.edit_as_person("contacts", listed_late, hs_lead_status="OPEN")  # to be listed as it is now
@@ -116,7 +116,7 @@ def test_edits_during_and_after_the_first_listing_are_each_read_exactly_once(
 def test_a_listing_cut_short_resumes_where_it_stopped(
     tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock
 ) -> None:
-    """A crash after the second page: the next pull lists pages three to five only, and nothing is lost."""
+    """A crash after the second page: the next pull lists the pages after it only, and nothing is lost."""
     people = sandbox.seed("contacts", contacts(PEOPLE, hs_lead_status="NEW"), modified_at=T0 - timedelta(days=3))
 
     class Crash(Exception):
@@ -133,7 +133,7 @@ def test_a_listing_cut_short_resumes_where_it_stopped(
 
         with pytest.raises(Crash):
             hub.engine.pull(hub.synced(), clock.now, progress=crash_after_two)
-        assert sum(hub.stages().values()) == 200
+        assert sum(hub.stages().values()) == 400
         with hub.store.transaction() as session:
             _, last_id = repo.get_cursor(session, "hubspot", "contacts")
         assert last_id is not None and last_id.startswith("list:")
@@ -142,8 +142,8 @@ def test_a_listing_cut_short_resumes_where_it_stopped(
 
     with open_connector(config(tmp_path, sandbox), retry_sleep=no_wait) as hub:  # a new process
         rest = hub.engine.pull(hub.synced(), clock.now)
-        assert rest.records == PEOPLE - 200 and rest.new == PEOPLE - 200  # each record once in all
-        assert calls_to(sandbox, "GET", "/objects/contacts") <= 3 + 1  # pages three to five (+ a limits probe)
+        assert rest.records == PEOPLE - 400 and rest.new == PEOPLE - 400  # each record once in all
+        assert calls_to(sandbox, "GET", "/objects/contacts") <= 6 + 1  # the six answers left (+ a limits probe)
         assert calls_to(sandbox, "POST", "/contacts/search") == 0  # the start was kept from the first run
         assert sum(hub.stages().values()) == PEOPLE
         for _ in range(3):
