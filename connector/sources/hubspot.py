@@ -12,6 +12,9 @@ milliseconds a page.
   de-duplicates. A millisecond behind the cursor with more records than a page (a bulk import) is
   re-read one page deep only, so it is not read whole on every pull. Whether the portal compares
   ids as text in filters is asked once, when a tie first needs it.
+* An object's first pull (no cursor yet) reads the list API instead, 100 a call at the general rate
+  limit and without search's 10,000 cap; `hubspot_listing` holds its cursor logic (held before the
+  listing, so that the first search re-reads what changed meanwhile; resumable at HubSpot's token).
 * Search does not return archived records: `pull_all` (reconcile, resync --full) lists live and
   archived ones, 100 a page, the archived with `deleted=True`; an incremental pull reads the archived
   list at most every ARCHIVES_EVERY. A contact carrying `hs_merged_object_ids` brings each merged-away
@@ -35,6 +38,7 @@ milliseconds a page.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -72,6 +76,7 @@ from connector.sources.hubspot_window import Mark, Search, SearchWindow, WindowS
 from connector.sources.hubspot_writes import Writer
 from connector.sources.retry import RetryPolicy, pause
 
+log = logging.getLogger(__name__)
 SEARCH_PAGE = 200
 LIST_PAGE = 100
 BATCH = 100
@@ -276,20 +281,26 @@ class HubSpot:
     def _list_pages(
         self, stream: Stream, archived: bool, properties: list[str], after: str | None = None
     ) -> Iterator[tuple[list[Json], str | None]]:
-        """Each page of the list from `after` on, with the paging token of the page after it (None: last)."""
+        """Each page of the list from `after` on, with the paging token of the page after it (None: last).
+
+        A token kept from an earlier run that HubSpot refuses (a 400) lists from the start again: the
+        records are read twice (the engine de-duplicates), never skipped, and the listing never stalls.
+        """
         seen: set[str] = set()
+        kept = after is not None
         while True:
-            answer = self._json(
-                partial(
-                    self._objects.get_page,
-                    stream.name,
-                    limit=LIST_PAGE,
-                    after=after,
-                    properties=properties,
-                    archived=archived,
-                    _preload_content=False,
-                )
-            )
+            call = partial(self._objects.get_page, stream.name, limit=LIST_PAGE, after=after, properties=properties,
+                           archived=archived, _preload_content=False)
+            try:
+                answer = self._json(call)
+            except CrmError as exc:
+                if not (kept and exc.status == 400):
+                    raise
+                log.warning("%s %s: HubSpot refused the paging token kept from the last run (%s); listing "
+                            "from the start again", self.name, stream.name, exc.describe())
+                after, kept = None, False
+                continue
+            kept = False
             following = ((answer.get("paging") or {}).get("next") or {}).get("after")
             after = str(following) if following else None
             if after is not None and after in seen:

@@ -152,6 +152,18 @@ def test_a_listing_cut_short_resumes_where_it_stopped(
         assert moves(hub, people[10]) == [("New", "Connected")]  # the search from the listing's start read it
 
 
+def test_a_paging_token_hubspot_refuses_lists_from_the_start_again(
+    tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock
+) -> None:
+    """A token kept across a crash that HubSpot no longer takes: everything is read, nothing stalls."""
+    people = sandbox.seed("contacts", contacts(250, hs_lead_status="NEW"), modified_at=T0 - timedelta(days=3))
+    with open_connector(config(tmp_path, sandbox), retry_sleep=no_wait) as hub:
+        kept = Cursor(at_ms(ms_of(T0 - timedelta(days=3)) - 1), "list:05:zzzzz")  # the sandbox takes ids only
+        pages = list(hub.source.pull("contacts", kept, until=clock.now))
+        assert sorted(r.id for page in pages for r in page.records) == sorted(people)
+        assert pages[-1].cursor == Cursor(T0 - timedelta(days=3), None)  # the start kept; searches go on
+
+
 def test_an_empty_object_lists_again_until_it_has_records(
     tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock
 ) -> None:
