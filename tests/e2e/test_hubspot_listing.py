@@ -31,6 +31,7 @@ from tests.hubspot_support import (
 )
 
 PEOPLE = 1_000  # ten list answers of 100, five pages of 200
+NEWEST = T0 - timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,13 @@ def sandbox(server: HubSpotSandbox, clock: SandboxClock) -> Iterator[HubSpotSand
     server.set_search_lag(0.0)
 
 
+def seeded(sandbox: HubSpotSandbox) -> list[str]:
+    """PEOPLE contacts from an import three days ago, and one edited since: the newest stamp."""
+    people = sandbox.seed("contacts", contacts(PEOPLE, hs_lead_status="NEW"), modified_at=T0 - timedelta(days=3))
+    sandbox.seed("contacts", contacts(1, hs_lead_status="NEW"), modified_at=NEWEST)
+    return people
+
+
 def config(tmp_path: Path, sandbox: HubSpotSandbox) -> Path:
     return write_config(tmp_path, sandbox, f'"sqlite:///{tmp_path}/connector.db"', None, "")
 
@@ -70,7 +78,7 @@ def moves(hub: Connector, external_id: str) -> list[tuple[str | None, str | None
 def test_edits_during_and_after_the_first_listing_are_each_read_exactly_once(
     tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock
 ) -> None:
-    people = sandbox.seed("contacts", contacts(PEOPLE, hs_lead_status="NEW"), modified_at=T0 - timedelta(days=3))
+    people = seeded(sandbox)
     listed_early, listed_late, after_listing = people[5], people[950], people[500]
     with open_connector(config(tmp_path, sandbox), retry_sleep=no_wait) as hub:
         pages = 0
@@ -84,18 +92,18 @@ def test_edits_during_and_after_the_first_listing_are_each_read_exactly_once(
                 sandbox.edit_as_person("contacts", listed_late, hs_lead_status="OPEN")  # to be listed as it is now
 
         first = hub.engine.pull(hub.synced(), clock.now, progress=during_listing)
-        assert first.records == PEOPLE and first.new == PEOPLE and first.transitions == 0  # the baseline
+        assert first.records == PEOPLE + 1 and first.new == PEOPLE + 1 and first.transitions == 0  # the baseline
         assert calls_to(sandbox, "POST", "/contacts/search") == 1  # one look at the newest stamp; then the list
         assert hub.record(listed_early).state.stage == "New"  # the list showed it before the edit
         assert hub.record(listed_late).state.stage == "Open"  # the list showed the edit: not a move
         with hub.store.transaction() as session:
             at, last_id = repo.get_cursor(session, "hubspot", "contacts")
-        assert last_id is None and at is not None and at <= T0 - timedelta(days=3)  # held before the listing
+        assert last_id is None and at is not None and at < NEWEST  # held before the listing
 
         clock.advance(seconds=5)
         sandbox.edit_as_person("contacts", after_listing, hs_lead_status="IN_PROGRESS")
         pulled = []
-        for _ in range(6):  # a poll every 15 s, past the search lag
+        for _ in range(4):  # a poll every 15 s, past the search lag
             clock.advance(seconds=15)
             outcome = hub.cycle(clock.now)
             assert outcome.error is None
@@ -106,7 +114,7 @@ def test_edits_during_and_after_the_first_listing_are_each_read_exactly_once(
         assert moves(hub, listed_early) == [("New", "Connected")]
         assert moves(hub, after_listing) == [("New", "In Progress")]
         assert moves(hub, listed_late) == []  # read by the list and again by search: once
-        assert sum(hub.stages().values()) == PEOPLE
+        assert sum(hub.stages().values()) == PEOPLE + 1
         with hub.store.transaction() as session:
             at, last_id = repo.get_cursor(session, "hubspot", "contacts")
         assert last_id is not None and not last_id.startswith("list:")  # searches go on from HubSpot's stamps
@@ -117,7 +125,7 @@ def test_a_listing_cut_short_resumes_where_it_stopped(
     tmp_path: Path, sandbox: HubSpotSandbox, clock: SandboxClock
 ) -> None:
     """A crash after the second page: the next pull lists the pages after it only, and nothing is lost."""
-    people = sandbox.seed("contacts", contacts(PEOPLE, hs_lead_status="NEW"), modified_at=T0 - timedelta(days=3))
+    people = seeded(sandbox)
 
     class Crash(Exception):
         pass
@@ -142,10 +150,10 @@ def test_a_listing_cut_short_resumes_where_it_stopped(
 
     with open_connector(config(tmp_path, sandbox), retry_sleep=no_wait) as hub:  # a new process
         rest = hub.engine.pull(hub.synced(), clock.now)
-        assert rest.records == PEOPLE - 400 and rest.new == PEOPLE - 400  # each record once in all
-        assert calls_to(sandbox, "GET", "/objects/contacts") <= 6 + 1  # the six answers left (+ a limits probe)
+        assert rest.records == PEOPLE + 1 - 400 and rest.new == PEOPLE + 1 - 400  # each record once in all
+        assert calls_to(sandbox, "GET", "/objects/contacts") <= 7 + 1  # the seven answers left (+ a limits probe)
         assert calls_to(sandbox, "POST", "/contacts/search") == 0  # the start was kept from the first run
-        assert sum(hub.stages().values()) == PEOPLE
+        assert sum(hub.stages().values()) == PEOPLE + 1
         for _ in range(3):
             clock.advance(seconds=15)
             assert hub.cycle(clock.now).error is None
