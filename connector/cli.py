@@ -426,8 +426,13 @@ def sandbox(folder: Path) -> None:
 def status_command(ctx: Context, as_json: bool) -> None:
     """Per source/object: cursor, last run, lag, records per stage, outbox, quarantine, pauses, errors."""
     from connector import status as health
+    from connector.store.glance import open_glance
 
-    data = health.status(ctx.engine(), ctx.now)
+    glance = open_glance(ctx.config.database_url)  # plain SQL: no engine, no ORM (see store/glance.py)
+    try:
+        data = health.read_status(glance, list(ctx.config.objects.values()), ctx.now)
+    finally:
+        glance.close()
     click.echo(json.dumps(data, indent=2) if as_json else health.render_text(data))
 
 

@@ -144,7 +144,7 @@ class Connector:
 
 @contextmanager
 def open_connector(config_path: Path, **source_options: Any) -> Iterator[Connector]:
-    """`source_options` reach HubSpot(...): retry_sleep, pace_sleep, clock, searches_per_second."""
+    """`source_options` reach HubSpot(...): retry_sleep, pace_sleep, clock, searches_per_second, list_first."""
     config = load_config(config_path)
     settings = config.sources["hubspot"]
     assert isinstance(settings, HubSpotSource)

@@ -15,8 +15,9 @@ from connector.cycle import Jobs
 from connector.engine import Engine
 from connector.sources.base import ApiUsage, Cursor, EventPage, Page, RemoteRecord, StatusWrite, WriteOutcome
 from connector.sources.errors import Action, CrmError
-from connector.status import status
+from connector.status import read_status, status
 from connector.store.db import Store
+from connector.store.glance import open_glance
 from tests.support import SMALL_MAPPING, offline_config
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -73,6 +74,12 @@ def rig(store: Store, tmp_path: Path) -> tuple[Engine, Crm, Jobs]:
 def shown(engine: Engine, now: datetime) -> dict[str, object]:
     objects = status(engine, now)["objects"]
     assert isinstance(objects, list) and len(objects) == 1
+    # `connector status` opens the store on its own (sqlite3 on a SQLite file): the same answer.
+    glance = open_glance(engine.store.engine.url.render_as_string(hide_password=False))
+    try:
+        assert read_status(glance, engine.objects(), now)["objects"] == objects
+    finally:
+        glance.close()
     result: dict[str, object] = objects[0]
     return result
 

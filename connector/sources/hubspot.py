@@ -12,6 +12,9 @@ milliseconds a page.
   de-duplicates. A millisecond behind the cursor with more records than a page (a bulk import) is
   re-read one page deep only, so it is not read whole on every pull. Whether the portal compares
   ids as text in filters is asked once, when a tie first needs it.
+* An object's first pull (no cursor yet) reads the list API instead, 100 a call at the general rate
+  limit and without search's 10,000 cap; `hubspot_listing` holds its cursor logic (held before the
+  listing, so that the first search re-reads what changed meanwhile; resumable at HubSpot's token).
 * Search does not return archived records: `pull_all` (reconcile, resync --full) lists live and
   archived ones, 100 a page, the archived with `deleted=True`; an incremental pull reads the archived
   list at most every ARCHIVES_EVERY. A contact carrying `hs_merged_object_ids` brings each merged-away
@@ -35,6 +38,7 @@ milliseconds a page.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -51,6 +55,7 @@ from hubspot.crm.objects import (
 
 from connector.config import HubSpotSource
 from connector.sources import errors
+from connector.sources import hubspot_listing as listings
 from connector.sources.base import (
     ApiUsage,
     Cursor,
@@ -64,12 +69,14 @@ from connector.sources.base import (
     WriteOutcome,
 )
 from connector.sources.errors import Action, CrmError
+from connector.sources.hubspot_listing import Listing
 from connector.sources.hubspot_pacing import Pacer, Transport
 from connector.sources.hubspot_stream import LIFECYCLE, Json, Stream, at_ms, millis, ms_of, to_ms
 from connector.sources.hubspot_window import Mark, Search, SearchWindow, WindowStalled, first_search
 from connector.sources.hubspot_writes import Writer
 from connector.sources.retry import RetryPolicy, pause
 
+log = logging.getLogger(__name__)
 SEARCH_PAGE = 200
 LIST_PAGE = 100
 BATCH = 100
@@ -96,8 +103,10 @@ class HubSpot:
         pace_sleep: Callable[[float], None] = pause,
         clock: Callable[[], float] = time.monotonic,
         searches_per_second: float = SEARCHES_PER_SECOND,
+        list_first: bool = True,
     ) -> None:
         self.name = name
+        self.list_first = list_first  # an object's first pull reads the list API (`hubspot_listing`)
         self.settings = settings
         self.streams = {obj: Stream.of(name, obj, cfg) for obj, cfg in settings.objects.items()}
         self.pacer = Pacer(
@@ -197,10 +206,43 @@ class HubSpot:
         self._learn_limits(stream)
         last = cursor
         properties = self._properties_of(stream)
+        listing = listings.resumed(cursor)
+        if listing is None and cursor.modified_at is None and self.list_first:
+            listing = listings.begin(self._newest(stream), self._settle_ms)
+        if listing is not None:
+            yield from self._first_listing(stream, properties, listing)
+            return
         for rows, mark in self._windowed(stream.name, stream.replication_key, properties, cursor, until):
             last = _cursor(mark)
             yield Page(self._records(stream, rows), last)
         yield from self._archived_since(stream, cursor, last, until)
+
+    def _first_listing(self, stream: Stream, properties: list[str], listing: Listing) -> Iterator[Page]:
+        """The first pull, read with the list API from `listing.after` on (`hubspot_listing` says why
+        and what cursor each page commits)."""
+        held: list[Json] = []
+        for items, after in self._list_pages(stream, False, properties, listing.after):
+            held.extend(items)
+            # Two list answers make one page, as big as a search's: half the transactions, and the
+            # engine's cost per page is most of its cost per record at 100.
+            if len(held) >= SEARCH_PAGE or after is None:
+                yield Page(self._records(stream, held), listings.page_cursor(listing, after))
+                held = []
+
+    def _newest(self, stream: Stream) -> int | None:
+        """The newest modified stamp HubSpot's search shows now (None: no record): every change made
+        from here on is stamped at or after it, in HubSpot's own clock, whatever ours says."""
+        body = PublicObjectSearchRequest(
+            sorts=[{"propertyName": stream.replication_key, "direction": "DESCENDING"}],
+            properties=[stream.replication_key],
+            limit=1,
+        )
+        answer = self._json(partial(self._search.do_search, stream.name, body, _preload_content=False))
+        found = answer["results"]
+        if not found:
+            return None
+        props = found[0].get("properties") or {}
+        return to_ms(str(props.get(stream.replication_key) or found[0].get("updatedAt")))
 
     def _properties_of(self, stream: Stream) -> list[str]:
         return [*stream.properties, MERGED] if stream.name == "contacts" else stream.properties
@@ -232,28 +274,41 @@ class HubSpot:
                 yield Page([self._record(stream, item, deleted=archived) for item in items], Cursor())
 
     def _listed(self, stream: Stream, archived: bool) -> Iterator[list[Json]]:
-        after: str | None = None
-        seen: set[str] = set()
-        while True:
-            answer = self._json(
-                partial(
-                    self._objects.get_page,
-                    stream.name,
-                    limit=LIST_PAGE,
-                    after=after,
-                    properties=stream.properties,
-                    archived=archived,
-                    _preload_content=False,
-                )
-            )
-            items = answer.get("results") or []
+        for items, _ in self._list_pages(stream, archived, stream.properties):
             if items:
                 yield items
-            after = ((answer.get("paging") or {}).get("next") or {}).get("after")
-            if not after:
+
+    def _list_pages(
+        self, stream: Stream, archived: bool, properties: list[str], after: str | None = None
+    ) -> Iterator[tuple[list[Json], str | None]]:
+        """Each page of the list from `after` on, with the paging token of the page after it (None: last).
+
+        A token kept from an earlier run that HubSpot refuses (a 400) lists from the start again: the
+        records are read twice (the engine de-duplicates), never skipped, and the listing never stalls.
+        """
+        seen: set[str] = set()
+        kept = after is not None
+        while True:
+            call = partial(self._objects.get_page, stream.name, limit=LIST_PAGE, after=after, properties=properties,
+                           archived=archived, _preload_content=False)
+            try:
+                answer = self._json(call)
+            except CrmError as exc:
+                if not (kept and exc.status == 400):
+                    raise
+                log.warning("%s %s: HubSpot refused the paging token kept from the last run (%s); listing "
+                            "from the start again", self.name, stream.name, exc.describe())
+                after, kept = None, False
+                continue
+            kept = False
+            following = ((answer.get("paging") or {}).get("next") or {}).get("after")
+            after = str(following) if following else None
+            if after is not None and after in seen:
+                raise WindowStalled(f"HubSpot gave the paging token {after[:40]!a} twice while listing "
+                                    f"{stream.name}")
+            yield answer.get("results") or [], after
+            if after is None:
                 return
-            if after in seen:
-                raise WindowStalled(f"HubSpot gave the paging token {after!r} twice while listing {stream.name}")
             seen.add(after)
 
     def _windowed(

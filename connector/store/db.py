@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from connector.errors import ConnectorError
+from connector.store.revision import MIGRATIONS, head_from_files
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
+    from sqlalchemy.orm import Session, sessionmaker
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x636F6E6E6D696772  # pg_advisory_xact_lock key held while migrating ("connmigr")
 T = TypeVar("T")
 
@@ -68,28 +65,6 @@ def head_revision() -> str:
     return head
 
 
-_REVISION = re.compile(r"""^(down_revision|revision)\s*(?::[^=]*)?=\s*['"]?([\w-]+)""", re.MULTILINE)
-
-
-def _head_from_files() -> str | None:
-    """The newest revision, read from the migration files' text without importing alembic; None if unsure.
-
-    Alembic and its dependencies take longer to import than `status` takes to run: a store already at
-    head (the usual case) is recognised from the files alone, and alembic is only loaded to migrate.
-    """
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in (MIGRATIONS / "versions").glob("*.py"):
-        found = {m.group(1): m.group(2) for m in _REVISION.finditer(path.read_text(encoding="utf-8"))}
-        if "revision" not in found:
-            return None
-        revisions.add(found["revision"])
-        if found.get("down_revision", "None") != "None":
-            parents.add(found["down_revision"])
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
-
-
 def _current_revision(engine: Engine) -> str | None:
     """The store's revision by plain SQL (None: a new database, or not yet told)."""
     try:
@@ -103,7 +78,7 @@ def _current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to this version's head; refuse a database that a newer connector wrote."""
-    head = _head_from_files()
+    head = head_from_files()
     if head is not None and _current_revision(engine) == head:
         return
     from alembic import command
@@ -168,7 +143,14 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._sessions: sessionmaker[Session] | None = None  # the ORM is imported by the first unit of work
+
+    def _session_factory(self) -> sessionmaker[Session]:
+        if self._sessions is None:
+            from sqlalchemy.orm import sessionmaker
+
+            self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        return self._sessions
 
     @property
     def dialect(self) -> str:
@@ -176,11 +158,13 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
+        with self._session_factory()() as session, session.begin():
             yield session
 
     def run(self, work: Callable[[Session], T], attempts: int = 4) -> T:
         """Run `work` in one transaction, again from the start if the connection was lost."""
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
         for attempt in Retrying(
             retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(attempts),
