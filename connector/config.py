@@ -145,6 +145,14 @@ class HubSpotWebhooks(_Model):
     # the signature covers the URL HubSpot called, not the one this server sees.
     url: StrictStr | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _target_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s?#]+/\S*", value):
+            raise ValueError("url is the target URL as registered in the HubSpot app, e.g. "
+                             "https://connector.example.com/webhooks/hubspot")
+        return value
+
 
 class SalesforceWebhooks(_Model):
     """Outbound Messages from a flow or workflow rule; each names the org it comes from."""

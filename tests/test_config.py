@@ -306,6 +306,28 @@ CONFIG_CASES = [
         [],
         id="mapping-path-with-dots",
     ),
+    pytest.param(
+        _replace("    api_budget: 50%\n", "    api_budget: 50%\n    webhooks: {organization_id: 00Dabc}\n"),
+        None,
+        ["{f}:12: sources.sfdc.webhooks.organization_id: organization_id is the org's id: 15 or 18 letters and "
+         "digits starting with 00D (Setup > Company Information > Salesforce.com Organization ID)"],
+        id="webhooks-org-id",
+    ),
+    pytest.param(
+        _replace("    auth: {method: token, access_token: ${HUBSPOT_TOKEN}}\n",
+                 "    auth: {method: token, access_token: ${HUBSPOT_TOKEN}}\n"
+                 "    webhooks: {app_secret: ${HUBSPOT_TOKEN}, url: connector.example.com/webhooks}\n"),
+        None,
+        ["{f}:17: sources.hubspot.webhooks.url: url is the target URL as registered in the HubSpot app, e.g. "
+         "https://connector.example.com/webhooks/hubspot"],
+        id="webhooks-hubspot-url",
+    ),
+    pytest.param(
+        BASE + "server: {listen: 127.0.0.1:9108, webhooks: 0.0.0.0}\n",
+        None,
+        ["{f}:21: server.webhooks: '0.0.0.0' is not HOST:PORT, e.g. 127.0.0.1:9108"],
+        id="webhooks-address",
+    ),
     pytest.param("", None, ["{f}:1: sources: missing required key 'sources'"], id="empty-file"),
     pytest.param("sources: {}\n", None, ["{f}:1: sources: must list at least one"], id="no-sources"),
     pytest.param(
