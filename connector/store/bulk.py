@@ -8,7 +8,9 @@ driver in one call:
 
 - SQLite: the driver's `executemany`, which prepares the statement once and binds row by row in C;
 - PostgreSQL: one statement per page over `unnest` of one array per column, so the server plans
-  once and the rows travel in a single round trip; new records' ids come back with `RETURNING`.
+  once and the rows travel in a single round trip; new records' ids come back with `RETURNING`. The
+  arrays go in psycopg's binary format (`%b`): its text format quotes every element through a regular
+  expression, which cost several times the server's work on the page.
 
 The rows written are exactly what the typed statements wrote, so everything reading them through
 SQLAlchemy (reports, the ORM, the tests) sees no difference. SQL NULL stands for "no fields" where the
@@ -143,7 +145,7 @@ class Writer:
         updates = ", ".join(f"{name} = excluded.{name}" for name in RECORD_COLUMNS)
         conflict = f"ON CONFLICT (source, object, external_id) DO UPDATE SET {updates}"
         if self.postgres:
-            arrays = ", ".join(f"%s::{kind}[]" for kind in ("text", *_PG_RECORD_TYPES))
+            arrays = ", ".join(f"%b::{kind}[]" for kind in ("text", *_PG_RECORD_TYPES))
             sql = (
                 f"INSERT INTO records (source, object, {', '.join(columns)}) "
                 f"SELECT %s, %s, * FROM unnest({arrays}) {conflict} RETURNING external_id, id"
@@ -163,7 +165,7 @@ class Writer:
         """
         if self.postgres and record_ids:
             self.connection.exec_driver_sql(
-                "SELECT 1 FROM records WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE", (list(record_ids),)
+                "SELECT 1 FROM records WHERE id = ANY(%b::bigint[]) ORDER BY id FOR UPDATE", (list(record_ids),)
             )
 
     def update_records(self, writes: Sequence[RecordWrite], now: datetime) -> None:
@@ -171,7 +173,7 @@ class Writer:
         updated_at = self.time(now)
         rows = sorted((w.record_id, *self._record_row(w, updated_at)) for w in writes)
         if self.postgres:
-            arrays = ", ".join(f"%s::{kind}[]" for kind in ("bigint", *_PG_RECORD_TYPES))
+            arrays = ", ".join(f"%b::{kind}[]" for kind in ("bigint", *_PG_RECORD_TYPES))
             assignments = ", ".join(f"{name} = v.{name}" for name in RECORD_COLUMNS)
             sql = (
                 f"UPDATE records SET {assignments} FROM unnest({arrays}) AS v(id, {', '.join(RECORD_COLUMNS)}) "
@@ -195,7 +197,7 @@ class Writer:
         if self.postgres:
             self.connection.exec_driver_sql(
                 "UPDATE records SET remote_modified_at = v.stamp, updated_at = %s "
-                "FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, stamp) WHERE records.id = v.id",
+                "FROM unnest(%b::bigint[], %b::timestamptz[]) AS v(id, stamp) WHERE records.id = v.id",
                 (updated_at, [r[0] for r in rows], [pg_time(r[1]) for r in rows]),
             )
             return
@@ -211,7 +213,7 @@ class Writer:
             "WHERE state = 'pending' AND record_id {match}"
         )
         if self.postgres:
-            statement = sql.format(mark="%s", match="= ANY(%s::bigint[])")
+            statement = sql.format(mark="%s", match="= ANY(%b::bigint[])")
             self.connection.exec_driver_sql(statement, (self.time(now), reason, list(record_ids)))
             return
         for start in range(0, len(record_ids), _SQLITE_CHUNK):
@@ -228,7 +230,7 @@ class Writer:
         ]
         names = ", ".join(TRANSITION_COLUMNS)
         if self.postgres:
-            arrays = ", ".join(f"%s::{kind}[]" for kind in _PG_TRANSITION_TYPES)
+            arrays = ", ".join(f"%b::{kind}[]" for kind in _PG_TRANSITION_TYPES)
             self.connection.exec_driver_sql(
                 f"INSERT INTO transitions ({names}) SELECT * FROM unnest({arrays})",
                 tuple(_columns(values, len(TRANSITION_COLUMNS))),
