@@ -67,6 +67,8 @@ def assign_owner(write: repo.RecordWrite, mapping: StageMapping) -> None:
     if not moves or write.deleted or write.converted or not mapping.has_stage(moves[-1].to_stage or ""):
         return
     stage = mapping.stage(moves[-1].to_stage or "")
+    if stage.owner is None and not stage.assign:
+        return  # the usual stage, without owners: every new record of a first sync comes here
     fields = {k: None if v is None else str(v) for k, v in (write.fields or {}).items()}
     owner = stage.owner or next((rule.owner for rule in stage.assign if rule.matches(fields)), None)
     if owner is None or owner == write.owner:
@@ -106,6 +108,9 @@ def plain_write(
     )
 
 
+_NEW = RecordState()  # the state of a record the store has not seen (frozen: shared)
+
+
 def decide_remote(
     stored: repo.StoredRecord | None,
     remote: RemoteRecord,
@@ -119,7 +124,7 @@ def decide_remote(
     """
     if stored is not None and rules.is_stale(stored.remote_modified_at, remote.modified_at):
         return None  # rule 5: a lagging index or replica, neither a person's change nor a conflict
-    state = stored.state if stored else RecordState()
+    state = stored.state if stored else _NEW
     at = remote.modified_at
     if remote.deleted:
         if stored is not None and stored.deleted and stored.merged_into == remote.merged_into:
