@@ -174,3 +174,20 @@ def test_a_new_connection_gets_the_pragmas() -> None:
             assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 10000
     finally:
         engine.dispose()
+
+
+def test_a_new_record_already_inserted_by_another_writer_is_updated_not_refused(store: Store) -> None:
+    state = RecordState(stage="New", set_by=SetBy.EXTERNAL, remote_status="Open", stage_entered_at=T0)
+    with store.transaction() as session:
+        repo.save_records(session, "crm", "Lead", [repo.RecordWrite("00Q1", None, state)], T0)
+    moved = RecordState(stage="Working", set_by=SetBy.EXTERNAL, remote_status="Contacted", stage_entered_at=NOW)
+    # The page read found neither 00Q1 nor 00Q2; meanwhile 00Q1 was inserted (as above).
+    writes = [repo.RecordWrite("00Q2", None, state), repo.RecordWrite("00Q1", None, moved)]
+    with store.transaction() as session:
+        repo.save_records(session, "crm", "Lead", writes, NOW)
+    with store.transaction() as session:
+        records = repo.load_records(session, "crm", "Lead", ["00Q1", "00Q2"])
+        count = session.execute(text("SELECT count(*) FROM records")).scalar_one()
+    assert count == 2
+    assert records["00Q1"].state == moved and records["00Q2"].state == state
+    assert [w.record_id for w in writes] == [records["00Q2"].id, records["00Q1"].id]
