@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from connector import rules
 from connector.mapping import InactiveTrigger, StageMapping
@@ -39,36 +39,48 @@ def _timer(
     return None if after is None else since + after
 
 
-# mapping id -> (the mapping, stage -> the shortest `after` of the inactive triggers that apply from it).
-_AFTERS: dict[int, tuple[StageMapping, dict[str, timedelta]]] = {}
+class _StageTable(NamedTuple):
+    """What every record's write asks of its mapping, worked out once per mapping."""
+
+    afters: dict[str, timedelta]  # stage -> the shortest `after` of the inactive triggers that apply from it
+    owners: bool  # some stage has an `owner` or `assign:` rules
+
+
+# mapping id -> (the mapping, its table). Mappings are frozen; a reloaded config brings new ones.
+_TABLES: dict[int, tuple[StageMapping, _StageTable]] = {}
+
+
+def _stage_table(mapping: StageMapping) -> _StageTable:
+    entry = _TABLES.get(id(mapping))
+    if entry is None or entry[0] is not mapping:
+        if len(_TABLES) >= 64:  # mappings are few; a test run builds many
+            _TABLES.clear()
+        afters: dict[str, timedelta] = {}
+        for stage in mapping.stages:
+            found = [
+                t.after for t in mapping.triggers
+                if isinstance(t, InactiveTrigger) and t.applies_from(stage.name, stage.category)
+            ]
+            if found:
+                afters[stage.name] = min(found)
+        owners = any(stage.owner is not None or stage.assign for stage in mapping.stages)
+        entry = _TABLES[id(mapping)] = (mapping, _StageTable(afters, owners))
+    return entry[1]
 
 
 def _shortest_after(mapping: StageMapping) -> dict[str, timedelta]:
     """Per stage, what `rules.next_inactive_deadline` adds to the inactivity anchor (min over its triggers)."""
-    entry = _AFTERS.get(id(mapping))
-    if entry is None or entry[0] is not mapping:
-        if len(_AFTERS) >= 64:  # mappings are few; a test run builds many
-            _AFTERS.clear()
-        table: dict[str, timedelta] = {}
-        for stage in mapping.stages:
-            afters = [
-                t.after for t in mapping.triggers
-                if isinstance(t, InactiveTrigger) and t.applies_from(stage.name, stage.category)
-            ]
-            if afters:
-                table[stage.name] = min(afters)
-        entry = _AFTERS[id(mapping)] = (mapping, table)
-    return entry[1]
+    return _stage_table(mapping).afters
 
 
 def assign_owner(write: repo.RecordWrite, mapping: StageMapping) -> None:
     """On entering a stage with an owner (or `assign:` rules), write the owner back with the status."""
+    if not _stage_table(mapping).owners:
+        return  # no stage assigns owners: the usual mapping, and every record of a first sync comes here
     moves = [t for t in write.transitions if not t.suppressed and t.to_stage and t.to_stage != t.from_stage]
     if not moves or write.deleted or write.converted or not mapping.has_stage(moves[-1].to_stage or ""):
         return
     stage = mapping.stage(moves[-1].to_stage or "")
-    if stage.owner is None and not stage.assign:
-        return  # the usual stage, without owners: every new record of a first sync comes here
     fields = {k: None if v is None else str(v) for k, v in (write.fields or {}).items()}
     owner = stage.owner or next((rule.owner for rule in stage.assign if rule.matches(fields)), None)
     if owner is None or owner == write.owner:
