@@ -28,7 +28,11 @@ from sqlalchemy import create_engine, text
 
 from connector.config import load_config
 from connector.engine import Engine
+from connector.mapping import StageMapping
+from connector.record_writes import next_timer_at
+from connector.rules import RecordState
 from connector.sources.base import Cursor, Page, RemoteRecord
+from connector.store.bulk import sqlite_time
 from connector.store.db import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,15 +62,21 @@ def write_config(folder: Path, url: str) -> Path:
     return config
 
 
-def seed(url: str, count: int, at: datetime) -> None:
-    """Bulk-load records straight into the table (the measured part goes through the engine)."""
+def seed(url: str, count: int, at: datetime, mapping: StageMapping) -> None:
+    """Bulk-load records straight into the table (the measured part goes through the engine).
+
+    The rows are what the connector itself would have written: each with its stage's timer.
+    """
     engine = create_engine(url)
+    timers = [next_timer_at(RecordState(stage=stage, stage_entered_at=at), mapping) for stage in STAGES]
     rows = [
-        ("sfdc", "Lead", f"00Q{i:015d}", STAGES[i % 4], "external", STATUSES[i % 4], at, False, False, at)
+        ("sfdc", "Lead", f"00Q{i:015d}", STAGES[i % 4], "external", STATUSES[i % 4], at, timers[i % 4], False, False,
+         at)
         for i in range(count)
     ]
     columns = (
-        "source, object, external_id, stage, set_by, remote_status, stage_entered_at, deleted, converted, updated_at"
+        "source, object, external_id, stage, set_by, remote_status, stage_entered_at, next_timer_at, deleted, "
+        "converted, updated_at"
     )
     with engine.begin() as connection:
         raw = connection.connection.dbapi_connection
@@ -77,8 +87,8 @@ def seed(url: str, count: int, at: datetime) -> None:
                 for row in rows:
                     copy.write_row(row)
         else:
-            naive = [(*r[:6], r[6].replace(tzinfo=None), *r[7:9], r[9].replace(tzinfo=None)) for r in rows]
-            cursor.executemany(f"INSERT INTO records ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?)", naive)
+            naive = [tuple(sqlite_time(v) if isinstance(v, datetime) else v for v in r) for r in rows]
+            cursor.executemany(f"INSERT INTO records ({columns}) VALUES ({', '.join('?' * len(rows[0]))})", naive)
     engine.dispose()
 
 
@@ -88,7 +98,7 @@ def run(url: str, records: int, reads: int, changed: float) -> None:
         store = open_store(url)
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
         started = time.perf_counter()
-        seed(url, records, t0)
+        seed(url, records, t0, config.object("sfdc", "Lead").mapping)
         if store.dialect == "postgresql":
             with store.engine.begin() as connection:
                 connection.execute(text("ANALYZE records"))

@@ -24,8 +24,8 @@ from connector.record_writes import (
     next_timer_at,
     our_write,
     plain_write,
+    read_back,
     sent_landed,
-    unchanged,
     write_for,
 )
 from connector.rules import Decision, SetBy, Transition
@@ -172,18 +172,22 @@ class Engine:
         def work(session: Session) -> PageStats:
             stats = PageStats(records=len(page.records))
             baseline = _baseline(session, synced, now)
-            briefs = repo.load_briefs(
-                session,
-                synced.source,
-                synced.name,
-                [r.id for r in page.records],
-                with_fields=bool(synced.settings.fields),
-            )
-            candidates = [r for r in page.records if not unchanged(briefs.get(r.id), r)]
-            stored = repo.load_records(session, synced.source, synced.name, [r.id for r in candidates])
+            rows = repo.load_rows(session, synced.source, synced.name, [r.id for r in page.records])
+            # Most reads are the store's own state coming back: judged on the rows as they are (nothing
+            # to write, or only the newer stamp); the others are decided below, record by record.
+            candidates: list[RemoteRecord] = []
+            stamps: list[tuple[int, datetime]] = []
+            for remote in page.records:
+                row = rows.get(remote.id)
+                verdict = read_back(row, remote, synced.mapping)
+                if verdict is None:
+                    candidates.append(remote)
+                elif verdict == "stamp" and row is not None:
+                    stamps.append((row[repo.R_ID], remote.modified_at))
+            stored = {r.id: repo.stored_from_row(rows[r.id]) for r in candidates if r.id in rows}
             pending = repo.pending_writebacks(session, [s.id for s in stored.values()])
             sent = repo.sent_statuses(session, [s.id for s in stored.values()])
-            read_back: list[int] = []
+            landed_ids: list[int] = []
             writes: list[repo.RecordWrite] = []
             for remote in candidates:
                 record = stored.get(remote.id)
@@ -203,7 +207,7 @@ class Engine:
                         landed = remote.status
                 if record is not None and landed is not None:
                     record = replace(record, state=rules.written(record.state, landed))
-                    read_back.append(record.id)
+                    landed_ids.append(record.id)
                     confirmed = decide_remote(record, remote, synced.mapping) or plain_write(
                         record, remote.id, Decision(record.state), synced.mapping
                     )
@@ -234,8 +238,8 @@ class Engine:
                     writes.append(write)
                     _count(stats, write)
                     stats.deleted += 1 if write.deleted else 0
-            repo.save_records(session, synced.source, synced.name, writes, now)
-            repo.forget_sent(session, [r for r in read_back if r in sent])
+            repo.save_records(session, synced.source, synced.name, writes, now, stamps)
+            repo.forget_sent(session, [r for r in landed_ids if r in sent])
             if save_cursor and _ahead(page.cursor, Cursor(*repo.get_cursor(session, synced.source, synced.name))):
                 repo.save_cursor(session, synced.source, synced.name, page.cursor.modified_at, page.cursor.last_id, now)
             return stats

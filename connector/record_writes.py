@@ -7,24 +7,76 @@ conflicts) and resync; pure apart from the store's data types, no I/O.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any, Literal, NamedTuple
 
 from connector import rules
-from connector.mapping import StageMapping
+from connector.mapping import InactiveTrigger, StageMapping
 from connector.rules import Cause, Decision, RecordState, Transition
 from connector.sources.base import RemoteRecord
 from connector.store import repo
 
 
 def next_timer_at(state: RecordState, mapping: StageMapping) -> datetime | None:
-    """When the timer job must look at this record again (None: nothing pending)."""
-    if state.inactive_decided_at is not None and state.inactive_decided_at == state.inactive_since():
+    """When the timer job must look at this record again (None: nothing pending).
+
+    `rules.next_inactive_deadline`, from a per-stage table: this runs for every record written.
+    """
+    return _timer(mapping, state.stage, state.last_activity_at, state.stage_entered_at, state.inactive_decided_at)
+
+
+def _timer(
+    mapping: StageMapping,
+    stage: str | None,
+    activity: datetime | None,
+    entered: datetime | None,
+    decided: datetime | None,
+) -> datetime | None:
+    since = entered if activity is None else activity if entered is None or activity > entered else entered
+    if since is None or stage is None or (decided is not None and decided == since):
         return None
-    return rules.next_inactive_deadline(state, mapping)
+    after = _shortest_after(mapping).get(stage)
+    return None if after is None else since + after
+
+
+class _StageTable(NamedTuple):
+    """What every record's write asks of its mapping, worked out once per mapping."""
+
+    afters: dict[str, timedelta]  # stage -> the shortest `after` of the inactive triggers that apply from it
+    owners: bool  # some stage has an `owner` or `assign:` rules
+
+
+# mapping id -> (the mapping, its table). Mappings are frozen; a reloaded config brings new ones.
+_TABLES: dict[int, tuple[StageMapping, _StageTable]] = {}
+
+
+def _stage_table(mapping: StageMapping) -> _StageTable:
+    entry = _TABLES.get(id(mapping))
+    if entry is None or entry[0] is not mapping:
+        if len(_TABLES) >= 64:  # mappings are few; a test run builds many
+            _TABLES.clear()
+        afters: dict[str, timedelta] = {}
+        for stage in mapping.stages:
+            found = [
+                t.after for t in mapping.triggers
+                if isinstance(t, InactiveTrigger) and t.applies_from(stage.name, stage.category)
+            ]
+            if found:
+                afters[stage.name] = min(found)
+        owners = any(stage.owner is not None or stage.assign for stage in mapping.stages)
+        entry = _TABLES[id(mapping)] = (mapping, _StageTable(afters, owners))
+    return entry[1]
+
+
+def _shortest_after(mapping: StageMapping) -> dict[str, timedelta]:
+    """Per stage, what `rules.next_inactive_deadline` adds to the inactivity anchor (min over its triggers)."""
+    return _stage_table(mapping).afters
 
 
 def assign_owner(write: repo.RecordWrite, mapping: StageMapping) -> None:
     """On entering a stage with an owner (or `assign:` rules), write the owner back with the status."""
+    if not _stage_table(mapping).owners:
+        return  # no stage assigns owners: the usual mapping, and every record of a first sync comes here
     moves = [t for t in write.transitions if not t.suppressed and t.to_stage and t.to_stage != t.from_stage]
     if not moves or write.deleted or write.converted or not mapping.has_stage(moves[-1].to_stage or ""):
         return
@@ -68,6 +120,9 @@ def plain_write(
     )
 
 
+_NEW = RecordState()  # the state of a record the store has not seen (frozen: shared)
+
+
 def decide_remote(
     stored: repo.StoredRecord | None,
     remote: RemoteRecord,
@@ -84,7 +139,7 @@ def decide_remote(
     """
     if stored is not None and rules.is_stale(stored.remote_modified_at, remote.modified_at):
         return None  # rule 5: a lagging index or replica, neither a person's change nor a conflict
-    state = stored.state if stored else RecordState()
+    state = stored.state if stored else _NEW
     at = remote.modified_at
     if remote.deleted:
         if stored is not None and stored.deleted and stored.merged_into == remote.merged_into:
@@ -180,16 +235,41 @@ def sent_landed(stored: repo.StoredRecord, remote: RemoteRecord, sent: set[str] 
     )
 
 
-def unchanged(brief: repo.Brief | None, remote: RemoteRecord) -> bool:
-    """True when the read changes nothing: `decide_remote` would return None (it stays the judge)."""
-    return (
-        brief is not None
-        and not remote.deleted
-        and not brief.deleted
-        and (remote.status or "") == (brief.remote_status or "")
-        and brief.owner == remote.owner
-        and brief.fields == (dict(remote.fields) or None)
-        and brief.converted == remote.converted
-        # A newer stamp with nothing else new is still recorded, so a later stale read is known as one.
-        and not _newer(remote.modified_at, brief.remote_modified_at)
+def read_back(
+    row: tuple[Any, ...] | None, remote: RemoteRecord, mapping: StageMapping
+) -> Literal["same", "stamp"] | None:
+    """The common reads judged on the stored row as the driver returned it (`repo.ROW_COLUMNS`).
+
+    "same": the read changes nothing; "stamp": only the CRM's modified stamp is newer (our own state
+    read back), so only the stamp is written; None: anything else, which `decide_remote` decides. Both
+    answers are exactly what `decide_remote` would conclude (it stays the judge): a read with the
+    stored status, owner, fields and conversion, of a record not deleted, changes no stage, clock,
+    history or outbox item. The stored timer is checked too: a write would recompute it, so where it
+    would differ (the mapping's timers changed) the read goes the whole way.
+    """
+    if (
+        row is None
+        or remote.deleted
+        or remote.converted
+        or row[repo.R_DELETED]
+        or row[repo.R_CONVERTED]
+        or (remote.status or "") != (row[repo.R_REMOTE_STATUS] or "")
+        or remote.owner != row[repo.R_OWNER]
+    ):
+        return None
+    stored_fields = row[repo.R_FIELDS]
+    if (stored_fields is not None or remote.fields) and repo.fields_of(stored_fields) != (dict(remote.fields) or None):
+        return None
+    known = repo.utc(row[repo.R_REMOTE_MODIFIED_AT])
+    if known is not None and remote.modified_at <= known:
+        return "same"  # not newer (or stale, rule 5): nothing to write
+    if remote.status is None or remote.status != row[repo.R_REMOTE_STATUS]:
+        return None  # no status read, or none stored: rule 1 decides
+    timer = _timer(
+        mapping,
+        row[repo.R_STAGE],
+        repo.utc(row[repo.R_ACTIVITY]),
+        repo.utc(row[repo.R_ENTERED]),
+        repo.utc(row[repo.R_DECIDED]),
     )
+    return "stamp" if timer == repo.utc(row[repo.R_NEXT_TIMER_AT]) else None

@@ -67,8 +67,10 @@ class RecordState:
         )
 
     def inactive_since(self) -> datetime | None:
-        instants = [t for t in (self.last_activity_at, self.stage_entered_at) if t is not None]
-        return max(instants) if instants else None
+        activity, entered = self.last_activity_at, self.stage_entered_at
+        if activity is None or entered is None:
+            return entered if activity is None else activity
+        return max(activity, entered)
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,15 @@ def on_status(state: RecordState, status: str, mapping: StageMapping, at: dateti
             Transition(at, state.stage, state.stage, Cause.EXTERNAL, status, suppressed=True, reason=reason),
             cancel_writeback=True,
         )
-    new = replace(state, remote_status=status, quarantined=None, set_by=SetBy.EXTERNAL)
     if target == state.stage:
         # The CRM agrees with our stage (perhaps a person set it too): it now holds it, as external.
-        return Decision(new, cancel_writeback=True)
-    new = replace(new, stage=target, stage_entered_at=at, inactive_decided_at=None)
+        held = replace(state, remote_status=status, quarantined=None, set_by=SetBy.EXTERNAL)
+        return Decision(held, cancel_writeback=True)
+    # One `replace` for the whole move: this runs for every record of a first sync.
+    new = replace(
+        state, remote_status=status, quarantined=None, set_by=SetBy.EXTERNAL, stage=target, stage_entered_at=at,
+        inactive_decided_at=None,
+    )
     return Decision(new, Transition(at, state.stage, target, Cause.EXTERNAL, status), cancel_writeback=True)
 
 

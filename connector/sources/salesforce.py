@@ -98,20 +98,27 @@ class ObjectSpec:
     def records(self, rows: Sequence[Mapping[str, Any]]) -> list[RemoteRecord]:
         keys = _keys(rows[0], [self.status, self.owner, *self.extra]) if rows else {}
         status, owner = keys.get(self.status, self.status), keys.get(self.owner, self.owner)
-        return [
-            RemoteRecord(
-                id=row["Id"],
-                status=row.get(status),
-                modified_at=soql.parse_datetime(row["SystemModstamp"]),
-                deleted=bool(row.get("IsDeleted")),
-                converted=bool(row.get("IsConverted")),
-                owner=row.get(owner),
-                fields={name: row.get(keys[name]) for name in self.extra},
-                created_at=soql.parse_datetime(row["CreatedDate"]) if row.get("CreatedDate") else None,
-                merged_into=row.get("MasterRecordId") if row.get("IsDeleted") else None,
+        extra = [(name, keys[name]) for name in self.extra]
+        parse = soql.parse_datetime
+        records = []
+        # Up to 2,000 rows a page, in the fetching thread: one pass, each value read once.
+        for row in rows:
+            get = row.get
+            deleted, created = bool(get("IsDeleted")), get("CreatedDate")
+            records.append(
+                RemoteRecord(
+                    row["Id"],
+                    get(status),
+                    parse(row["SystemModstamp"]),
+                    deleted,
+                    bool(get("IsConverted")),
+                    get(owner),
+                    {name: get(key) for name, key in extra} if extra else {},
+                    parse(created) if created else None,
+                    get("MasterRecordId") if deleted else None,
+                )
             )
-            for row in rows
-        ]
+        return records
 
     def update(self, write: StatusWrite) -> dict[str, Any]:
         item: dict[str, Any] = {"attributes": {"type": self.obj}, "id": write.record_id, self.status: write.status}

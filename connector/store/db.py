@@ -51,6 +51,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             # reads without counting in our RSS (128 MiB took an 800k-lead sync's peak RSS to 255 MB).
             cursor.execute("PRAGMA cache_size=-16384")
             cursor.execute("PRAGMA temp_store=MEMORY")
+            # A checkpoint (copying the WAL into the database file, with an fsync) every 10,000 pages
+            # (40 MB) instead of SQLite's 1,000: a page of a pull dirties about 2,000 pages scattered over
+            # the table, so the default checkpointed on nearly every commit, which cost more than the
+            # page's own writes. Durability is unchanged: a commit is in the WAL either way.
+            cursor.execute("PRAGMA wal_autocheckpoint=10000")
             cursor.close()
 
         return engine

@@ -120,7 +120,7 @@ def stored_from_row(row: Sequence[Any]) -> StoredRecord:
         fields,
         remote_modified_at,
         merged_into,
-    ) = row
+    ) = row[: len(_RECORD_COLUMNS)]  # rows of `ROW_COLUMNS` carry the timer after these
     state = RecordState(
         stage=stage,
         set_by=SetBy(set_by) if set_by else None,
@@ -148,10 +148,13 @@ def _by_ids(
     cursor = session.connection().connection.cursor()
     try:
         if session.get_bind().dialect.name == "postgresql":
-            # One array parameter: the same statement text (and plan) whatever the number of ids.
+            # One array parameter: the same statement text (and plan) whatever the number of ids. A join
+            # on `unnest`, not `external_id = ANY(...)`: for a page of 2,000 ids the planner took the
+            # latter for a scan of the whole table; the join probes the unique index once per id.
             cursor.execute(
-                f"SELECT {', '.join(columns)} FROM records WHERE source = %s AND object = %s AND external_id = ANY(%s)",
-                (source, obj, sorted(external_ids)),
+                f"SELECT {', '.join('r.' + c for c in columns)} FROM unnest(%b::text[]) AS k(external_id) "
+                "JOIN records r ON r.source = %s AND r.object = %s AND r.external_id = k.external_id",
+                (sorted(external_ids), source, obj),
             )
             yield from cursor.fetchall()
             return
@@ -170,6 +173,34 @@ def load_records(session: Session, source: str, obj: str, external_ids: Sequence
     """Whole records by external id."""
     records = (stored_from_row(row) for row in _by_ids(session, _RECORD_COLUMNS, source, obj, external_ids))
     return {record.external_id: record for record in records}
+
+
+# A page's rows as the driver returns them: `_RECORD_COLUMNS`, then `next_timer_at`. Positions for the
+# readers of raw rows (`record_writes.read_back`); `stored_from_row` takes the same rows.
+ROW_COLUMNS = (*_RECORD_COLUMNS, "next_timer_at")
+(
+    R_ID, R_EXTERNAL_ID, R_STAGE, R_SET_BY, R_REMOTE_STATUS, R_ENTERED, R_ACTIVITY, R_QUARANTINED, R_DECIDED,
+    R_OWNER, R_DELETED, R_CONVERTED, R_FIELDS, R_REMOTE_MODIFIED_AT, R_MERGED_INTO, R_NEXT_TIMER_AT,
+) = range(len(ROW_COLUMNS))
+
+
+def load_rows(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """A page's stored rows, untouched (`ROW_COLUMNS`), by external id: one read for the whole page.
+
+    Most reads of a page change nothing or only the CRM's stamp; they are judged on these tuples, and
+    only the others become `StoredRecord`s (`stored_from_row`).
+    """
+    return {row[R_EXTERNAL_ID]: row for row in _by_ids(session, ROW_COLUMNS, source, obj, external_ids)}
+
+
+def utc(value: Any) -> datetime | None:
+    """A timestamp column as the driver returned it, as an aware UTC instant."""
+    return _utc(value)
+
+
+def fields_of(value: Any) -> dict[str, Any] | None:
+    """The `fields` column as the driver returned it (JSON text on SQLite)."""
+    return _json(value)
 
 
 class Brief(NamedTuple):
@@ -229,8 +260,18 @@ def due_for_timers(session: Session, source: str, obj: str, now: datetime, limit
     return [stored_from_row(row) for row in rows]
 
 
-def save_records(session: Session, source: str, obj: str, writes: Sequence[RecordWrite], now: datetime) -> None:
+def save_records(
+    session: Session,
+    source: str,
+    obj: str,
+    writes: Sequence[RecordWrite],
+    now: datetime,
+    stamps: Sequence[tuple[int, datetime]] = (),
+) -> None:
     """Upsert the records, their history and outbox changes: a handful of statements per page.
+
+    `stamps` are (record id, the CRM's new modified stamp) of records a read left as they were apart
+    from that stamp (see `record_writes.read_back`): only the stamp and `updated_at` are written.
 
     Lock order is the same everywhere: outbox rows before record rows, each in id order. The drain
     holds outbox rows while it sends and then updates records; a pull doing the reverse would deadlock.
@@ -262,8 +303,12 @@ def save_records(session: Session, source: str, obj: str, writes: Sequence[Recor
         ),
         now,
     )
+    # Every record row this page updates is locked at once, in id order (PostgreSQL; SQLite locks the file).
+    writer.lock_records(sorted([w.record_id for w in existing if w.record_id is not None] + [s[0] for s in stamps]))
     if existing:
         writer.update_records(existing, now)
+    if stamps:
+        writer.update_stamps(stamps, now)
     _save_transitions(session, writes, writer)
 
 

@@ -1,7 +1,7 @@
 """sent writes: a trace of each status sent and not yet confirmed, so a kill cannot make it a person's
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-30 08:00:00.000000
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import connector.store.schema
 
-revision = '0004'
-down_revision = '0003'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
