@@ -51,12 +51,15 @@ class PageStats:
     quarantined: int = 0
     deleted: int = 0
     suppressed_by: dict[str, int] = field(default_factory=dict)  # reason -> count, for metrics
+    # cause -> moves: a pull's moves are the CRM's (external), a criteria trigger's, a conflict's, ...
+    by_cause: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: PageStats) -> None:
         for name in ("records", "changed", "transitions", "new", "suppressed", "writebacks", "quarantined", "deleted"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for reason, count in other.suppressed_by.items():
-            self.suppressed_by[reason] = self.suppressed_by.get(reason, 0) + count
+        for mine, theirs in ((self.suppressed_by, other.suppressed_by), (self.by_cause, other.by_cause)):
+            for key, count in theirs.items():
+                mine[key] = mine.get(key, 0) + count
 
 
 @dataclass
@@ -81,6 +84,7 @@ def _count(stats: PageStats, write: repo.RecordWrite) -> None:
             stats.new += 1
         else:
             stats.transitions += 1
+            stats.by_cause[transition.cause.value] = stats.by_cause.get(transition.cause.value, 0) + 1
     stats.writebacks += 1 if write.writeback else 0
     stats.quarantined += 1 if write.state.quarantined else 0
 

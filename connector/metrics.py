@@ -62,13 +62,9 @@ class Metrics:
     def observe(self, outcome: ObjectOutcome) -> None:
         key = (outcome.source, outcome.object)
         self.pulled.labels(*key).inc(outcome.pulled.records)
-        for stats, cause in (
-            (outcome.pulled, "external"),
-            (outcome.events.moves, "event"),
-            (outcome.timers, "inactive"),
-        ):
-            if stats.transitions:
-                self.transitions.labels(*key, cause).inc(stats.transitions)
+        for stats in (outcome.pulled, outcome.events.moves, outcome.timers):
+            for cause, count in stats.by_cause.items():
+                self.transitions.labels(*key, cause).inc(count)
             for reason, count in stats.suppressed_by.items():
                 self.suppressed.labels(*key, reason).inc(count)
         drained = outcome.drained
