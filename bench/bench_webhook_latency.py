@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import socket
 import statistics
@@ -32,17 +31,18 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import Database
+
 from connector.sandbox.hubspot import HubSpotSandbox
 from connector.sandbox.salesforce import SalesforceSandbox
 
-PG = os.environ.get("CONNECTOR_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/bench_perf")
 RECORDS = 200
 APP_SECRET = "bench-app-secret"
 LEAD_NEW, LEAD_WORKING = "Open - Not Contacted", "Working - Contacted"
@@ -83,30 +83,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
-
-
-class Database:
-    """A store URL for one run: SQLite in the run's folder, or a PostgreSQL schema dropped afterwards."""
-
-    def __init__(self, kind: str, folder: Path) -> None:
-        self.kind, self.folder, self.schema = kind, folder, f"bench_{uuid.uuid4().hex[:8]}"
-
-    def url(self, name: str) -> str:
-        if self.kind == "sqlite":
-            return f"sqlite:///{self.folder / f'{name}.db'}"
-        self._admin(f"CREATE SCHEMA {self.schema}_{name}")
-        return f"{PG}?options=-csearch_path%3D{self.schema}_{name}"
-
-    def drop(self, name: str) -> None:
-        if self.kind == "postgresql":
-            self._admin(f"DROP SCHEMA IF EXISTS {self.schema}_{name} CASCADE")
-
-    @staticmethod
-    def _admin(sql: str) -> None:
-        engine = create_engine(PG, isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            connection.execute(text(sql))
-        engine.dispose()
 
 
 def write_config(

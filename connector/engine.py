@@ -17,11 +17,10 @@ from sqlalchemy.orm import Session
 from connector import rules
 from connector.config import Config, SyncedObject
 from connector.errors import UsageError
-from connector.mapping import StageMapping
 from connector.record_writes import (
     assign_owner,
     decide_remote,
-    next_timer_at,
+    fold,
     our_write,
     plain_write,
     read_back,
@@ -319,7 +318,7 @@ class Engine:
                     record, record.external_id, Decision(record.state), synced.mapping
                 )
                 decision = rules.on_activity(write.state, event.type, synced.mapping, event.at, baseline)
-                _merge(write, decision, synced.mapping)
+                fold(write, decision, synced.mapping)  # several events for one record in a page
                 states[event.record_id] = write
             writes = list(states.values())
             for write in writes:
@@ -498,16 +497,3 @@ class Engine:
 
             total.add(self.store.run(work))
         return total, moves
-
-
-def _merge(write: repo.RecordWrite, decision: Decision, mapping: StageMapping) -> None:
-    """Fold one more decision for the same record into its pending write (several events in one page)."""
-    write.state = decision.state
-    if decision.transition:
-        write.transitions.append(decision.transition)
-    if decision.writeback:
-        write.writeback = decision.writeback
-    elif decision.cancel_writeback:
-        write.writeback = None  # a later event made the status queued by an earlier one stale
-    write.cancel_writeback = write.cancel_writeback or decision.cancel_writeback
-    write.next_timer_at = next_timer_at(decision.state, mapping)

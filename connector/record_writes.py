@@ -197,14 +197,15 @@ def decide_remote(
 
 
 def fold(write: repo.RecordWrite, decision: Decision, mapping: StageMapping) -> None:
-    """Add a later decision about the same record to its write (a status read, then a criteria move)."""
+    """Add a later decision about the same record to its write (a status read, then a criteria move;
+    several events in one page)."""
     write.state = decision.state
     if decision.transition:
         write.transitions.append(decision.transition)
     if decision.writeback:
         write.writeback = decision.writeback
     elif decision.cancel_writeback:
-        write.writeback = None
+        write.writeback = None  # a later decision made the status queued by an earlier one stale
     write.cancel_writeback = write.cancel_writeback or decision.cancel_writeback
     write.next_timer_at = next_timer_at(decision.state, mapping)
 

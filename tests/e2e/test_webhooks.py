@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_support import NEW_LEAD, WORKING_LEAD, Procs, StoreReader, wait_for, write_config
+from tests.e2e.test_criteria import HS_MAPPING, SF_MAPPING
 from tests.e2e.test_daemon import (  # noqa: F401  (fixtures)
     Opened,
     children,
@@ -139,34 +140,6 @@ def test_server_webhooks_serves_webhooks_and_nothing_else(tmp_path: Path, childr
     assert post(f"http://127.0.0.1:{port}/webhooks/sfdc", b"<x/>") == 405
 
 
-LEAD_MAPPING = """\
-stages:
-  - {name: New,          category: in_progress}
-  - {name: Working,      category: in_progress}
-  - {name: Converted,    category: succeeded}
-  - {name: Unresponsive, category: not_succeeded}
-statuses:
-  Open - Not Contacted: New
-  Working - Contacted: Working
-  Closed - Converted: Converted
-  Closed - Not Converted: Unresponsive
-triggers:
-  - {name: hot, on: {field: Lead_Score__c, gte: 50}, from: [New], to: Working}
-"""
-CONTACT_MAPPING = """\
-stages:
-  - {name: New,        category: in_progress}
-  - {name: Connected,  category: in_progress}
-  - {name: Bad Timing, category: not_succeeded}
-statuses:
-  NEW: New
-  CONNECTED: Connected
-  BAD_TIMING: Bad Timing
-triggers:
-  - {name: hot, on: {field: hubspotscore, gt: 40}, from: [New], to: Connected}
-"""
-
-
 def test_a_score_crossing_its_threshold_is_written_back_within_two_seconds_on_a_60s_poll(
     tmp_path: Path, children: Procs, opened: Opened
 ) -> None:
@@ -178,8 +151,8 @@ def test_a_score_crossing_its_threshold_is_written_back_within_two_seconds_on_a_
     port = free_port()
     database = f"sqlite:///{tmp_path / 'c.db'}"
     config = write_config(tmp_path, database, sf=sf, hs=hs)
-    (tmp_path / "mappings" / "salesforce-lead.yaml").write_text(LEAD_MAPPING)
-    (tmp_path / "mappings" / "hubspot-contact.yaml").write_text(CONTACT_MAPPING)
+    (tmp_path / "mappings" / "salesforce-lead.yaml").write_text(SF_MAPPING)  # hot: score >= 50
+    (tmp_path / "mappings" / "hubspot-contact.yaml").write_text(HS_MAPPING)  # hot: score > 40
     configure(config, port, sfdc={"organization_id": sf.org_id}, hubspot={"app_secret": "app-secret-" + "s" * 20})
     base = f"http://127.0.0.1:{port}/webhooks"
     sf.add_outbound_message("Lead", f"{base}/sfdc", ("Id", "Lead_Score__c"))
