@@ -182,7 +182,8 @@ class Intake:
         now = time.monotonic()
         key = (batch.source, batch.object)
         if now - batch.first_at > GIVE_UP:
-            log.warning(
+            # Benign (a long pull held the object); info, not a warning: the on-call has nothing to do.
+            log.info(
                 "%s %s: %d records named by webhooks could not be pulled for %.0fs; the scheduled pull reads them",
                 batch.source, batch.object, len(batch.changed) + len(batch.gone), GIVE_UP,
             )
