@@ -139,9 +139,12 @@ def sf_connector(config_path: Path) -> Result:
     config = load_config(config_path)
     settings = config.sources["sfdc"]
     assert isinstance(settings, SalesforceSource)
+    from connector.heap import freeze_startup_objects
+
     source = Salesforce("sfdc", settings)
     store = open_store(config.database_url)
     engine = Engine(config, store, {"sfdc": source})
+    freeze_startup_objects()  # as `connector sync` and `run` do once their engine has its sources
     try:
         return _measure(lambda: engine.pull(engine.synced("sfdc", "Lead"), datetime.now(UTC)).records)
     finally:

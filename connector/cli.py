@@ -49,9 +49,12 @@ class Context:
             store = open_store(self.config.database_url)
             self._engine = Engine(self.config, store, {})
         if with_sources and not self._engine.sources:
+            from connector.heap import freeze_startup_objects
             from connector.sources.factory import open_sources
 
             self._engine.sources.update(open_sources(self.config))
+            # Set up to talk to the CRM: what exists now lives as long as the process (see `heap`).
+            freeze_startup_objects()
         return self._engine
 
     def close(self) -> None:

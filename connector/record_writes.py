@@ -7,7 +7,7 @@ conflicts) and resync; pure apart from the store's data types, no I/O.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal, NamedTuple
 
 from connector import rules
@@ -44,6 +44,10 @@ class _StageTable(NamedTuple):
 
     afters: dict[str, timedelta]  # stage -> the shortest `after` of the inactive triggers that apply from it
     owners: bool  # some stage has an `owner` or `assign:` rules
+    # (status, stage clock start) -> rule 1's decision for a record new to the store, and its timer: a
+    # first sync decides the same thing for every record with one status and one clock start (the
+    # baseline), so each is decided once. Both are pure functions of the key and the (frozen) mapping.
+    first_reads: dict[tuple[str, datetime, tzinfo | None], tuple[Decision, datetime | None]]
 
 
 # mapping id -> (the mapping, its table). Mappings are frozen; a reloaded config brings new ones.
@@ -64,7 +68,7 @@ def _stage_table(mapping: StageMapping) -> _StageTable:
             if found:
                 afters[stage.name] = min(found)
         owners = any(stage.owner is not None or stage.assign for stage in mapping.stages)
-        entry = _TABLES[id(mapping)] = (mapping, _StageTable(afters, owners))
+        entry = _TABLES[id(mapping)] = (mapping, _StageTable(afters, owners, {}))
     return entry[1]
 
 
@@ -137,6 +141,72 @@ def decide_remote(
     without it, the read's modified stamp. `fires_at_first_read`: a record new to the store whose
     criteria conditions count as becoming true now (created after the baseline, or `enroll_existing`).
     """
+    if stored is None and not remote.deleted:
+        return _decide_new(remote, mapping, first_seen, fires_at_first_read)
+    return _decide_read(stored, remote, mapping, first_seen, fires_at_first_read)
+
+
+_FIRST_READS_KEPT = 4096  # records created after the baseline each start their own clock: bounded
+
+
+def _decide_new(
+    remote: RemoteRecord, mapping: StageMapping, first_seen: datetime | None, fires_at_first_read: bool
+) -> repo.RecordWrite:
+    """`_decide_read` for a record new to the store, not deleted: every record of a first sync comes here.
+
+    The same rules in the same order (tests/test_decide_new.py holds the two to the same writes); what
+    the general path works out per record and is the same for all (rule 1's decision from the empty
+    state, its timer) is looked up, and a mapping without criteria triggers skips them.
+    """
+    at = remote.modified_at
+    entered = at if first_seen is None else first_seen
+    status = remote.status or ""
+    table = _stage_table(mapping)
+    # The zone too: equal instants in two zones are one key, and the decision carries the instant as given.
+    key = (status, entered, entered.tzinfo)
+    known = table.first_reads.get(key)
+    if known is None:
+        if len(table.first_reads) >= _FIRST_READS_KEPT:
+            table.first_reads.clear()
+        decision = rules.on_status(_NEW, status, mapping, entered)
+        known = table.first_reads[key] = (decision, next_timer_at(decision.state, mapping))
+    decision, timer = known
+    fields = dict(remote.fields) or None
+    write = repo.RecordWrite(
+        remote.id,
+        None,
+        decision.state,
+        transitions=[decision.transition] if decision.transition else [],
+        writeback=decision.writeback,
+        cancel_writeback=decision.cancel_writeback,
+        next_timer_at=timer,
+        owner=remote.owner,
+        fields=fields,
+        converted=remote.converted,
+        remote_modified_at=at,
+    )
+    if mapping.criteria_checks:  # without any, `rules.on_fields` decides nothing
+        criteria = rules.on_fields(
+            decision.state, None, remote.fields, mapping, max(entered, at), first_read=fires_at_first_read
+        )
+        if criteria.changed or criteria.state != decision.state:
+            fold(write, criteria, mapping)
+    if table.owners:
+        assign_owner(write, mapping)
+    if remote.converted:
+        # A converted lead is read-only in Salesforce: never queue a write for it.
+        write.writeback, write.cancel_writeback = None, True
+    return write
+
+
+def _decide_read(
+    stored: repo.StoredRecord | None,
+    remote: RemoteRecord,
+    mapping: StageMapping,
+    first_seen: datetime | None,
+    fires_at_first_read: bool,
+) -> repo.RecordWrite | None:
+    """`decide_remote` in general: any stored record (or none), any read."""
     if stored is not None and rules.is_stale(stored.remote_modified_at, remote.modified_at):
         return None  # rule 5: a lagging index or replica, neither a person's change nor a conflict
     state = stored.state if stored else _NEW

@@ -18,7 +18,9 @@ class Cursor:
     last_id: str | None = None
 
 
-@dataclass(frozen=True)
+# Slots: a pull builds one per record read (in the fetching thread), and a frozen dataclass sets each
+# field through object.__setattr__; slots make that a third cheaper (and the record smaller).
+@dataclass(frozen=True, slots=True)
 class RemoteRecord:
     id: str
     status: str | None
