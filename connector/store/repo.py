@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from connector.rules import RecordState, SetBy, Transition
-from connector.store.bulk import Writer
+from connector.store.bulk import Writer, pg_array
 from connector.store.schema import CursorRow, EventRow, OutboxItem, Record, SentWrite, SourceHealth, TransitionRow
 
 RECORDS = cast(Table, Record.__table__)
@@ -181,7 +181,7 @@ def _for_records(session: Session, sql: str, record_ids: Sequence[int]) -> list[
     cursor = session.connection().connection.cursor()
     try:
         if session.get_bind().dialect.name == "postgresql":
-            cursor.execute(sql.format(match="= ANY(%b::bigint[])"), (list(record_ids),))
+            cursor.execute(sql.format(match="= ANY(%s::bigint[])"), (pg_array(record_ids),))
             return list(cursor.fetchall())
         rows: list[tuple[Any, ...]] = []
         for chunk in _chunks(list(record_ids)):
