@@ -99,6 +99,8 @@ def _utc(value: Any) -> datetime | None:
     if value is None:
         return None
     moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is UTC:  # PostgreSQL's (its sessions are in UTC, see `db.make_engine`)
+        return moment
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
