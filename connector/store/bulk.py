@@ -99,28 +99,32 @@ def pg_time(value: datetime | None) -> datetime | None:
     return value
 
 
-# Array types sent as a literal (`pg_array`), not a list for the driver to dump.
-_PG_LITERAL_KINDS = frozenset({"bigint", "timestamptz", "boolean"})
-
-
-def _pg_element(value: Any) -> str:
+def _pg_instant(value: datetime | None) -> str:
     if value is None:
         return "NULL"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            _naive(value)
-        return value.isoformat()  # ISO 8601 with its offset: read the same whatever the session's DateStyle
-    raise TypeError(f"no array literal for a {type(value).__name__}")
+    if value.tzinfo is None:
+        _naive(value)
+    return value.isoformat()  # ISO 8601 with its offset: read the same whatever the session's DateStyle
 
 
-def pg_array(values: Iterable[Any]) -> str:
-    """A PostgreSQL array literal of ints, aware datetimes, booleans or None, to cast to `bigint[]`,
-    `timestamptz[]` or `boolean[]`. None of their texts holds a comma, brace, quote or space."""
-    return "{" + ",".join(map(_pg_element, values)) + "}"
+def _pg_boolean(value: bool | None) -> str:
+    return "NULL" if value is None else ("t" if value else "f")
+
+
+def _pg_bigint(value: int | None) -> str:
+    return "NULL" if value is None else str(int(value))
+
+
+_PG_ELEMENTS: dict[str, Callable[[Any], str]] = {
+    "bigint": _pg_bigint, "timestamptz": _pg_instant, "boolean": _pg_boolean
+}
+
+
+def pg_array(values: Iterable[Any], kind: str) -> str:
+    """A PostgreSQL array literal of `kind` (bigint, timestamptz or boolean; elements may be None).
+
+    None of these elements' texts holds a comma, brace, quote or space: no quoting is needed."""
+    return "{" + ",".join(map(_PG_ELEMENTS[kind], values)) + "}"
 
 
 def _pg_ids(values: Iterable[int]) -> str:
@@ -132,9 +136,9 @@ def _pg_arrays(kinds: Sequence[str], columns: Sequence[list[Any]]) -> tuple[str,
     marks: list[str] = []
     values: list[Any] = []
     for kind, column in zip(kinds, columns, strict=True):
-        if kind in _PG_LITERAL_KINDS:
+        if kind in _PG_ELEMENTS:
             marks.append(f"%s::{kind}[]")
-            values.append(pg_array(column))
+            values.append(pg_array(column, kind))
         else:
             marks.append(f"%b::{kind}[]")
             values.append(column)
@@ -257,7 +261,7 @@ class Writer:
             self.connection.exec_driver_sql(
                 "UPDATE records SET remote_modified_at = v.stamp, updated_at = %s "
                 "FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, stamp) WHERE records.id = v.id",
-                (updated_at, _pg_ids(r[0] for r in rows), pg_array(r[1] for r in rows)),
+                (updated_at, _pg_ids(r[0] for r in rows), pg_array((r[1] for r in rows), "timestamptz")),
             )
             return
         self.connection.exec_driver_sql(

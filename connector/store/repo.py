@@ -183,7 +183,7 @@ def _for_records(session: Session, sql: str, record_ids: Sequence[int]) -> list[
     cursor = session.connection().connection.cursor()
     try:
         if session.get_bind().dialect.name == "postgresql":
-            cursor.execute(sql.format(match="= ANY(%s::bigint[])"), (pg_array(record_ids),))
+            cursor.execute(sql.format(match="= ANY(%s::bigint[])"), (pg_array(record_ids, "bigint"),))
             return list(cursor.fetchall())
         rows: list[tuple[Any, ...]] = []
         for chunk in _chunks(list(record_ids)):
