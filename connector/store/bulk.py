@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -115,15 +115,19 @@ def _pg_bigint(value: int | None) -> str:
     return "NULL" if value is None else str(int(value))
 
 
+def _pg_tid(value: str) -> str:
+    return f'"{value}"'  # a row's address as PostgreSQL wrote it, '(block,offset)': quoted for its comma
+
+
 _PG_ELEMENTS: dict[str, Callable[[Any], str]] = {
-    "bigint": _pg_bigint, "timestamptz": _pg_instant, "boolean": _pg_boolean
+    "bigint": _pg_bigint, "timestamptz": _pg_instant, "boolean": _pg_boolean, "tid": _pg_tid
 }
 
 
 def pg_array(values: Iterable[Any], kind: str) -> str:
-    """A PostgreSQL array literal of `kind` (bigint, timestamptz or boolean; elements may be None).
-
-    None of these elements' texts holds a comma, brace, quote or space: no quoting is needed."""
+    """A PostgreSQL array literal of `kind` (bigint, timestamptz, boolean or tid; elements may be None
+    but for tid). None of these elements' texts holds a brace, quote or space, nor a comma but for a
+    tid, which is quoted."""
     return "{" + ",".join(map(_PG_ELEMENTS[kind], values)) + "}"
 
 
@@ -220,36 +224,94 @@ class Writer:
             cursor.close()
         return {}  # SQLite's executemany returns no rows: the caller reads the ids back
 
-    def lock_records(self, record_ids: Sequence[int]) -> None:
+    def lock_records(self, record_ids: Sequence[int], ctids: Mapping[int, str] | None = None) -> dict[int, str]:
         """PostgreSQL: lock these record rows in id order (the lock order everywhere), before updating them.
 
         The updates below join on `unnest`, which may visit rows in any order. SQLite needs nothing: a
         write transaction holds the whole file.
-        """
-        if self.postgres and record_ids:
-            self.connection.exec_driver_sql(
-                "SELECT 1 FROM records WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE", (_pg_ids(record_ids),)
-            )
 
-    def update_records(self, writes: Sequence[RecordWrite], now: datetime) -> None:
-        """Update known records by row id, in id order; on PostgreSQL after `lock_records`."""
+        `ctids`: where the page's read found the rows (`repo.load_rows`). With all of them known the rows
+        are reached by their address instead of a probe of the primary key (a third of the lock's cost);
+        matching the id too keeps it from locking another row should one have taken a freed address. A row
+        another transaction updated since the read is not at its address any more: those few are locked
+        by id afterwards (outside the id order: a deadlock this rare race may cause is detected by the
+        server and the page run again, like any other).
+
+        Returns id -> address of each locked row. A row locked by this transaction stays at its address
+        until this transaction updates it: the updates use them (`_update`).
+        """
+        if not self.postgres or not record_ids:
+            return {}
+        ids = sorted(set(record_ids))
+        located: dict[int, str] = {}
+        if ctids and all(i in ctids for i in ids):
+            found = self.connection.exec_driver_sql(
+                "SELECT r.id, r.ctid::text FROM unnest(%s::tid[], %s::bigint[]) AS v(tid, id) "
+                "JOIN records r ON r.ctid = v.tid AND r.id = v.id ORDER BY r.id FOR UPDATE OF r",
+                (pg_array((ctids[i] for i in ids), "tid"), _pg_ids(ids)),
+            )
+            located.update((id_, tid) for id_, tid in found)
+        missing = [i for i in ids if i not in located]
+        if missing:
+            found = self.connection.exec_driver_sql(
+                "SELECT id, ctid::text FROM records WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE",
+                (_pg_ids(missing),),
+            )
+            located.update((id_, tid) for id_, tid in found)
+        return located
+
+    def _update(
+        self,
+        assignments: str,
+        params: tuple[Any, ...],
+        names: Sequence[str],
+        kinds: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        located: Mapping[int, str],
+    ) -> None:
+        """PostgreSQL: UPDATE records from `rows` (id first, then a value per name after the first).
+
+        By the rows' addresses when `lock_records` gave them all: no probe of the primary key. Should
+        fewer rows match (the same record twice in the writes, whose first update moved it), the whole
+        update runs again by id: it writes the same values.
+        """
+        columns = _columns(rows, len(kinds))
+        tids = [located.get(row[0]) for row in rows]
+        if rows and all(tids):
+            arrays, values = _pg_arrays(("tid", *kinds), [tids, *columns])
+            result = self.connection.exec_driver_sql(
+                f"UPDATE records SET {assignments} FROM unnest({arrays}) AS v(tid, {', '.join(names)}) "
+                "WHERE records.ctid = v.tid AND records.id = v.id",
+                (*params, *values),
+            )
+            if result.rowcount == len(rows):
+                return
+        arrays, values = _pg_arrays(kinds, columns)
+        self.connection.exec_driver_sql(
+            f"UPDATE records SET {assignments} FROM unnest({arrays}) AS v({', '.join(names)}) WHERE records.id = v.id",
+            (*params, *values),
+        )
+
+    def update_records(
+        self, writes: Sequence[RecordWrite], now: datetime, located: Mapping[int, str] | None = None
+    ) -> None:
+        """Update known records by row id, in id order; on PostgreSQL after `lock_records`, at the addresses
+        it returned."""
         updated_at = self.time(now)
         rows = sorted((w.record_id, *self._record_row(w, updated_at)) for w in writes)
         if self.postgres:
-            arrays, values = _pg_arrays(("bigint", *_PG_RECORD_TYPES), _columns(rows, len(RECORD_COLUMNS) + 1))
             assignments = ", ".join(f"{name} = v.{name}" for name in RECORD_COLUMNS)
-            sql = (
-                f"UPDATE records SET {assignments} FROM unnest({arrays}) AS v(id, {', '.join(RECORD_COLUMNS)}) "
-                "WHERE records.id = v.id"
-            )
-            self.connection.exec_driver_sql(sql, tuple(values))
+            kinds = ("bigint", *_PG_RECORD_TYPES)
+            self._update(assignments, (), ("id", *RECORD_COLUMNS), kinds, rows, located or {})
             return
         assignments = ", ".join(f"{name} = ?" for name in RECORD_COLUMNS)
         self.connection.exec_driver_sql(
             f"UPDATE records SET {assignments} WHERE id = ?", [(*row[1:], row[0]) for row in rows]
         )
 
-    def update_stamps(self, stamps: Sequence[tuple[int, datetime]], now: datetime) -> None:
+    def update_stamps(
+        self, stamps: Sequence[tuple[int, datetime]], now: datetime, located: Mapping[int, str] | None = None
+    ) -> None:
         """Only the CRM's modified stamp (and `updated_at`) of these records, in id order.
 
         Two columns instead of fifteen, and none of them indexed: SQLite then leaves the indexes on
@@ -258,10 +320,9 @@ class Writer:
         updated_at = self.time(now)
         rows = sorted(stamps)
         if self.postgres:
-            self.connection.exec_driver_sql(
-                "UPDATE records SET remote_modified_at = v.stamp, updated_at = %s "
-                "FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, stamp) WHERE records.id = v.id",
-                (updated_at, _pg_ids(r[0] for r in rows), pg_array((r[1] for r in rows), "timestamptz")),
+            self._update(
+                "remote_modified_at = v.stamp, updated_at = %s", (updated_at,), ("id", "stamp"),
+                ("bigint", "timestamptz"), rows, located or {},
             )
             return
         self.connection.exec_driver_sql(

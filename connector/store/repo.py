@@ -207,6 +207,11 @@ ROW_COLUMNS = (*_RECORD_COLUMNS, "next_timer_at")
     R_ID, R_EXTERNAL_ID, R_STAGE, R_SET_BY, R_REMOTE_STATUS, R_ENTERED, R_ACTIVITY, R_QUARANTINED, R_DECIDED,
     R_OWNER, R_DELETED, R_CONVERTED, R_FIELDS, R_REMOTE_MODIFIED_AT, R_MERGED_INTO, R_NEXT_TIMER_AT,
 ) = range(len(ROW_COLUMNS))
+_R_ADDRESS = len(ROW_COLUMNS)  # the ctid after them, in `load_rows`' read on PostgreSQL
+
+
+# session.info key: record id -> the row's address (ctid) as the page's read found it, PostgreSQL only.
+_ADDRESSES = "connector.record_addresses"
 
 
 def load_rows(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
@@ -214,8 +219,16 @@ def load_rows(session: Session, source: str, obj: str, external_ids: Sequence[st
 
     Most reads of a page change nothing or only the CRM's stamp; they are judged on these tuples, and
     only the others become `StoredRecord`s (`stored_from_row`).
+
+    PostgreSQL: the read also returns each row's address (ctid), kept in the session for this
+    transaction's `save_records`, which locks and updates the rows there instead of probing the
+    primary key for each one again (see `Writer.lock_records`).
     """
-    return {row[R_EXTERNAL_ID]: row for row in _by_ids(session, ROW_COLUMNS, source, obj, external_ids)}
+    if session.get_bind().dialect.name != "postgresql":
+        return {row[R_EXTERNAL_ID]: row for row in _by_ids(session, ROW_COLUMNS, source, obj, external_ids)}
+    found = list(_by_ids(session, (*ROW_COLUMNS, "ctid::text"), source, obj, external_ids))
+    session.info.setdefault(_ADDRESSES, {}).update((row[R_ID], row[_R_ADDRESS]) for row in found)
+    return {row[R_EXTERNAL_ID]: row[:_R_ADDRESS] for row in found}
 
 
 def utc(value: Any) -> datetime | None:
@@ -329,11 +342,15 @@ def save_records(
         now,
     )
     # Every record row this page updates is locked at once, in id order (PostgreSQL; SQLite locks the file).
-    writer.lock_records(sorted([w.record_id for w in existing if w.record_id is not None] + [s[0] for s in stamps]))
+    # The addresses the read found serve once: the updates below move the rows.
+    located = writer.lock_records(
+        sorted([w.record_id for w in existing if w.record_id is not None] + [s[0] for s in stamps]),
+        session.info.pop(_ADDRESSES, None),
+    )
     if existing:
-        writer.update_records(existing, now)
+        writer.update_records(existing, now, located)
     if stamps:
-        writer.update_stamps(stamps, now)
+        writer.update_stamps(stamps, now, located)
     _save_transitions(session, writes, writer)
 
 
