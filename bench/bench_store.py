@@ -1,6 +1,7 @@
 """Store benchmark: apply status reads to a large store, on SQLite and PostgreSQL.
 
     python bench/bench_store.py [--records 1000000] [--reads 100000] [--changed 0.1] [--db sqlite|postgresql|both]
+        [--profile FILE]
 
 PostgreSQL: $CONNECTOR_BENCH_PG (default the database bench_perf on 127.0.0.1; create it first), in a
 schema made for the run and dropped after it. About two minutes at the default sizes.
@@ -14,6 +15,7 @@ show memory does not grow with the size of the store.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
 import random
 import resource
@@ -92,7 +94,7 @@ def seed(url: str, count: int, at: datetime, mapping: StageMapping) -> None:
     engine.dispose()
 
 
-def run(url: str, records: int, reads: int, changed: float) -> None:
+def run(url: str, records: int, reads: int, changed: float, profile: str | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = load_config(write_config(Path(folder), url))
         store = open_store(url)
@@ -121,11 +123,21 @@ def run(url: str, records: int, reads: int, changed: float) -> None:
         rss_before = current_rss_mb()
         rss_high = rss_before
         moved = 0
+        profiler = cProfile.Profile() if profile else None
         started, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        if profiler is not None:
+            profiler.enable()
         for page in pages:
             moved += engine.apply_page(synced, page, t0).transitions
             rss_high = max(rss_high, current_rss_mb())
+        if profiler is not None:
+            profiler.disable()
         elapsed, done = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
+        if profiler is not None and profile is not None:
+            # Wall-clock times per function (a database call's time includes the server's work on it).
+            path = f"{profile}.{store.dialect}"
+            profiler.dump_stats(path)
+            print(f"  profile (wall clock, profiler overhead included) in {path}")
         user, system = done.ru_utime - usage.ru_utime, done.ru_stime - usage.ru_stime
         print(
             f"  applied {reads:,} reads ({moved:,} moved) in {elapsed:.2f}s: {reads / elapsed:,.0f} records/s "
@@ -145,11 +157,12 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=100_000, help="status reads applied (default 100,000)")
     parser.add_argument("--changed", type=float, default=0.1, help="share of reads with a new status (default 0.1)")
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the measured part to FILE.<dialect>")
     args = parser.parse_args()
     if args.db in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as folder:
             print(f"SQLite, store of {args.records:,}:")
-            run(f"sqlite:///{folder}/bench.db", args.records, args.reads, args.changed)
+            run(f"sqlite:///{folder}/bench.db", args.records, args.reads, args.changed, args.profile)
     if args.db in ("postgresql", "both"):
         schema = f"bench_{uuid.uuid4().hex[:8]}"
         admin = create_engine(PG)
@@ -157,7 +170,7 @@ def main() -> None:
             connection.execute(text(f"CREATE SCHEMA {schema}"))
         try:
             print(f"PostgreSQL, store of {args.records:,}:")
-            run(f"{PG}?options=-csearch_path%3D{schema}", args.records, args.reads, args.changed)
+            run(f"{PG}?options=-csearch_path%3D{schema}", args.records, args.reads, args.changed, args.profile)
         finally:
             with admin.begin() as connection:
                 connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))

@@ -59,3 +59,27 @@ def test_written_rows_read_back_through_the_orm(store: Store) -> None:
     assert second.merged_into is None  # the second write says nothing of a merge
     assert second.updated_at == NOW
     assert loaded["00Q1"].state == state and loaded["00Q2"].state == moved
+
+
+def test_instants_in_any_offset_are_stored_to_the_microsecond(store: Store) -> None:
+    # PostgreSQL gets them as array literals formatted by the store, SQLite as SQLAlchemy's text.
+    odd = datetime(2026, 3, 1, 14, 0, 0, 123, tzinfo=timezone(timedelta(hours=2)))
+    state = RecordState(stage="New", set_by=SetBy.EXTERNAL, stage_entered_at=odd)
+    write = repo.RecordWrite("00Q1", None, state, remote_modified_at=odd, next_timer_at=odd + timedelta(days=3))
+    with store.transaction() as session:
+        repo.save_records(session, "sfdc", "Lead", [write], NOW)
+    with store.transaction() as session:
+        repo.save_records(session, "sfdc", "Lead", [], NOW + timedelta(hours=1),
+                          stamps=[(write.record_id or 0, odd + timedelta(microseconds=1))])
+    with store.transaction() as session:
+        row = session.scalars(select(Record)).one()
+    assert (row.stage_entered_at, row.next_timer_at) == (odd, odd + timedelta(days=3))
+    assert (row.remote_modified_at, row.updated_at) == (odd + timedelta(microseconds=1), NOW + timedelta(hours=1))
+
+
+def test_a_naive_stamp_is_refused(store: Store) -> None:
+    write = repo.RecordWrite("00Q1", None, RecordState(stage="New"))
+    with store.transaction() as session:
+        repo.save_records(session, "sfdc", "Lead", [write], NOW)
+    with pytest.raises(ValueError, match="naive"), store.transaction() as session:
+        repo.save_records(session, "sfdc", "Lead", [], NOW, stamps=[(write.record_id or 0, datetime(2026, 1, 1))])  # noqa: DTZ001

@@ -59,7 +59,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, pool_pre_ping=True, **kwargs)
+
+    @event.listens_for(engine, "connect", insert=True)
+    def _postgres_session(dbapi_connection: Any, _record: Any) -> None:
+        # Instants come back in UTC whatever the server's zone: the driver then gives them the plain UTC
+        # tzinfo, which it builds and the store converts (to UTC, everywhere) at half the cost of a
+        # named zone's (a page's read is 2,000 rows of four or five instants). Every timestamp column
+        # holds an instant, and no statement depends on the session's zone. Outside any transaction,
+        # so that no rollback undoes it.
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        dbapi_connection.execute("SET TIME ZONE 'UTC'")
+        dbapi_connection.autocommit = autocommit
+
+    return engine
 
 
 def head_revision() -> str:

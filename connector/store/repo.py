@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from connector.rules import RecordState, SetBy, Transition
-from connector.store.bulk import Writer
+from connector.store.bulk import Writer, pg_array
 from connector.store.schema import CursorRow, EventRow, OutboxItem, Record, SentWrite, SourceHealth, TransitionRow
 
 RECORDS = cast(Table, Record.__table__)
@@ -94,11 +94,28 @@ _RECORD_COLUMNS = (
 )
 
 
+# SQLite's timestamp texts, parsed: a page's rows repeat the same few instants (a stage's timer, an
+# import's stamp) and each row is read four or five times (`record_writes.read_back`). Bounded: emptied
+# when full.
+_PARSED: dict[str, datetime] = {}
+_PARSED_MAX = 4096
+
+
 def _utc(value: Any) -> datetime | None:
     """A timestamp from the driver: text on SQLite (stored as UTC), a datetime on PostgreSQL."""
     if value is None:
         return None
-    moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        parsed = _PARSED.get(value)
+        if parsed is None:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            read = datetime.fromisoformat(value)
+            parsed = _PARSED[value] = read.replace(tzinfo=UTC) if read.tzinfo is None else read.astimezone(UTC)
+        return parsed
+    moment: datetime = value
+    if moment.tzinfo is UTC:  # PostgreSQL's (its sessions are in UTC, see `db.make_engine`)
+        return moment
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -169,6 +186,29 @@ def _by_ids(
         cursor.close()
 
 
+def _for_records(session: Session, sql: str, record_ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    """Rows of `sql`, whose `{match}` ends a condition on `record_id`, for these record ids.
+
+    Driver SQL, for the page's pending items and sent traces: SQLAlchemy compiled a new `IN` of a
+    different length for every page, and the driver parsed each anew; that cost more than the lookups.
+    PostgreSQL takes the ids as one array (one statement text whatever their number).
+    """
+    if not record_ids:
+        return []
+    cursor = session.connection().connection.cursor()
+    try:
+        if session.get_bind().dialect.name == "postgresql":
+            cursor.execute(sql.format(match="= ANY(%s::bigint[])"), (pg_array(record_ids, "bigint"),))
+            return list(cursor.fetchall())
+        rows: list[tuple[Any, ...]] = []
+        for chunk in _chunks(list(record_ids)):
+            cursor.execute(sql.format(match=f"IN ({', '.join('?' * len(chunk))})"), tuple(chunk))
+            rows.extend(cursor.fetchall())
+        return rows
+    finally:
+        cursor.close()
+
+
 def load_records(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, StoredRecord]:
     """Whole records by external id."""
     records = (stored_from_row(row) for row in _by_ids(session, _RECORD_COLUMNS, source, obj, external_ids))
@@ -182,6 +222,11 @@ ROW_COLUMNS = (*_RECORD_COLUMNS, "next_timer_at")
     R_ID, R_EXTERNAL_ID, R_STAGE, R_SET_BY, R_REMOTE_STATUS, R_ENTERED, R_ACTIVITY, R_QUARANTINED, R_DECIDED,
     R_OWNER, R_DELETED, R_CONVERTED, R_FIELDS, R_REMOTE_MODIFIED_AT, R_MERGED_INTO, R_NEXT_TIMER_AT,
 ) = range(len(ROW_COLUMNS))
+_R_ADDRESS = len(ROW_COLUMNS)  # the ctid after them, in `load_rows`' read on PostgreSQL
+
+
+# session.info key: record id -> the row's address (ctid) as the page's read found it, PostgreSQL only.
+_ADDRESSES = "connector.record_addresses"
 
 
 def load_rows(session: Session, source: str, obj: str, external_ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
@@ -189,13 +234,21 @@ def load_rows(session: Session, source: str, obj: str, external_ids: Sequence[st
 
     Most reads of a page change nothing or only the CRM's stamp; they are judged on these tuples, and
     only the others become `StoredRecord`s (`stored_from_row`).
+
+    PostgreSQL: the read also returns each row's address (ctid), kept in the session for this
+    transaction's `save_records`, which locks and updates the rows there instead of probing the
+    primary key for each one again (see `Writer.lock_records`).
     """
-    return {row[R_EXTERNAL_ID]: row for row in _by_ids(session, ROW_COLUMNS, source, obj, external_ids)}
+    if session.get_bind().dialect.name != "postgresql":
+        return {row[R_EXTERNAL_ID]: row for row in _by_ids(session, ROW_COLUMNS, source, obj, external_ids)}
+    found = list(_by_ids(session, (*ROW_COLUMNS, "ctid::text"), source, obj, external_ids))
+    session.info.setdefault(_ADDRESSES, {}).update((row[R_ID], row[_R_ADDRESS]) for row in found)
+    return {row[R_EXTERNAL_ID]: row[:_R_ADDRESS] for row in found}
 
 
-def utc(value: Any) -> datetime | None:
-    """A timestamp column as the driver returned it, as an aware UTC instant."""
-    return _utc(value)
+# A timestamp column as the driver returned it, as an aware UTC instant (the same function: one call
+# less for each of a page's several thousand).
+utc = _utc
 
 
 def fields_of(value: Any) -> dict[str, Any] | None:
@@ -304,11 +357,15 @@ def save_records(
         now,
     )
     # Every record row this page updates is locked at once, in id order (PostgreSQL; SQLite locks the file).
-    writer.lock_records(sorted([w.record_id for w in existing if w.record_id is not None] + [s[0] for s in stamps]))
+    # The addresses the read found serve once: the updates below move the rows.
+    located = writer.lock_records(
+        sorted([w.record_id for w in existing if w.record_id is not None] + [s[0] for s in stamps]),
+        session.info.pop(_ADDRESSES, None),
+    )
     if existing:
-        writer.update_records(existing, now)
+        writer.update_records(existing, now, located)
     if stamps:
-        writer.update_stamps(stamps, now)
+        writer.update_stamps(stamps, now, located)
     _save_transitions(session, writes, writer)
 
 
@@ -411,16 +468,11 @@ def claim_due(session: Session, source: str, obj: str, now: datetime, limit: int
 
 def pending_writebacks(session: Session, record_ids: Sequence[int]) -> dict[int, tuple[int, int, str]]:
     """record id -> (item id, version, status) of its pending outbox item, for the records that have one."""
-    table = OUTBOX
-    found: dict[int, tuple[int, int, str]] = {}
-    for chunk in _chunks(list(record_ids)):
-        rows = session.execute(
-            select(table.c.record_id, table.c.id, table.c.version, table.c.status).where(
-                table.c.record_id.in_(chunk), table.c.state == "pending"
-            )
-        )
-        found.update({row.record_id: (row.id, row.version, row.status) for row in rows})
-    return found
+    rows = _for_records(
+        session, "SELECT record_id, id, version, status FROM outbox WHERE state = 'pending' AND record_id {match}",
+        record_ids,
+    )
+    return {record_id: (id_, version, status) for record_id, id_, version, status in rows}
 
 
 def outbox_counts(session: Session, source: str, obj: str) -> dict[str, int]:
@@ -479,9 +531,9 @@ def note_sent(session: Session, writes: Sequence[tuple[int, str]], now: datetime
 def sent_statuses(session: Session, record_ids: Sequence[int]) -> dict[int, set[str]]:
     """record id -> the statuses sent to the CRM for it whose outcome the store never learned."""
     found: dict[int, set[str]] = {}
-    for chunk in _chunks(list(record_ids)):
-        for row in session.execute(select(SENT.c.record_id, SENT.c.status).where(SENT.c.record_id.in_(chunk))):
-            found.setdefault(row.record_id, set()).add(row.status)
+    for record_id, status in _for_records(session, "SELECT record_id, status FROM sent_writes WHERE record_id {match}",
+                                          record_ids):
+        found.setdefault(record_id, set()).add(status)
     return found
 
 
