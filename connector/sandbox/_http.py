@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -86,6 +87,18 @@ class FaultPlan:
         return None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-request (a read-ahead thread stopped, a killed daemon, a TLS
+    handshake cut short) is the client's business: socketserver would print a traceback into the
+    process that runs the sandbox, where a test reads it as the connector's."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # ConnectionResetError, BrokenPipeError, ssl.SSLError, timeouts
+            return
+        super().handle_error(request, client_address)
+
+
 class LoopbackServer:
     """Serves `handle` on 127.0.0.1 on a free port, in a background thread."""
 
@@ -110,7 +123,7 @@ class LoopbackServer:
     # --- lifecycle -------------------------------------------------------------------------
     def start(self, port: int = 0) -> None:
         """Listen on `port` (0: a free one), e.g. the port a kept sandbox folder's config names."""
-        server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
+        server = _QuietServer(("127.0.0.1", port), _make_handler(self))
         server.daemon_threads = True
         if self._tls is not None:
             server.socket = self._tls.wrap_socket(server.socket, server_side=True)
