@@ -51,6 +51,20 @@ def started_sandbox(**options: Any) -> Iterator[HubSpotSandbox]:
         yield sandbox
 
 
+# Fixtures the HubSpot end-to-end files share (import them by name; each file keeps its own `sandbox`,
+# the per-test setup of the portal it needs).
+@pytest.fixture(scope="module")
+def server() -> Iterator[HubSpotSandbox]:
+    """One sandbox for the module (stopping one takes half a second); a fresh portal per test."""
+    with started_sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def clock() -> SandboxClock:
+    return SandboxClock()
+
+
 def fresh_portal(sandbox: HubSpotSandbox, clock: SandboxClock) -> None:
     """An empty portal with no limits, so that none is hit by chance; tests set the ones they need."""
     sandbox.reset()

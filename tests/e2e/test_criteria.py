@@ -3,6 +3,7 @@ sync reads it with the record through the real client, the trigger fires when it
 true, and the stage's status is written back; the overrides hold it back where they must, and
 `explain` says so. Both sandboxes, both databases; nothing of ours is mocked."""
 
+# ruff: noqa: F811  (the fixtures `server` and `clock` come from tests.hubspot_support)
 from __future__ import annotations
 
 import json
@@ -18,14 +19,16 @@ from connector.sandbox.hubspot import HubSpotSandbox
 from connector.sources.base import Cursor, Page
 from connector.store import repo
 from tests.e2e.conftest import OpenWorld, run_cli
-from tests.hubspot_support import (
+from tests.hubspot_support import (  # noqa: F401  (server, clock: fixtures)
     T0,
     Connector,
     SandboxClock,
+    clock,
     contacts,
     fresh_portal,
     no_wait,
     open_connector,
+    server,
     started_sandbox,
     write_config,
 )
@@ -224,17 +227,6 @@ def test_validate_live_checks_the_criteria_fields(open_world: OpenWorld, tmp_pat
 
 
 # --- HubSpot -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def server() -> Iterator[HubSpotSandbox]:
-    with started_sandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def clock() -> SandboxClock:
-    return SandboxClock()
-
-
 @pytest.fixture
 def sandbox(server: HubSpotSandbox, clock: SandboxClock) -> Iterator[HubSpotSandbox]:
     fresh_portal(server, clock)

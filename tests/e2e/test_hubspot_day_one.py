@@ -3,6 +3,7 @@ that lags, months of history, missing scopes, archives and merges, configuration
 malformed answers and ids compared as text. hubspot-api-client over HTTP, the real engine and store;
 only the waits where waiting is not the point are skipped."""
 
+# ruff: noqa: F811  (the fixtures `server` and `clock` come from tests.hubspot_support)
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from connector.sources.base import Cursor, RemoteRecord, StatusWrite
 from connector.sources.errors import Action, CrmError
 from connector.sources.hubspot import HubSpot
 from connector.store import repo
-from tests.hubspot_support import (
+from tests.hubspot_support import (  # noqa: F401  (server, clock: fixtures)
     LEAD_STATUS,
     LIFECYCLE,
     MAPPINGS,
@@ -25,29 +26,20 @@ from tests.hubspot_support import (
     History,
     SandboxClock,
     calls_to,
+    clock,
     contacts,
     fresh_portal,
-    hubspot_history,  # noqa: F401  (a fixture)
+    hubspot_history,
     no_wait,
     open_connector,
     seed_history,
+    server,
     started_sandbox,
     write_config,
 )
 
 NOW = T0 + timedelta(minutes=1)
 COMPANY = f"{{status_field: company_stage, mapping: {MAPPINGS / 'hubspot-company.yaml'}}}"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HubSpotSandbox]:
-    with started_sandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def clock() -> SandboxClock:
-    return SandboxClock()
 
 
 @pytest.fixture
@@ -211,7 +203,7 @@ def test_a_first_sync_of_a_portal_with_months_of_history_writes_nothing(
     tmp_path: Path,
     sandbox: HubSpotSandbox,
     clock: SandboxClock,
-    hubspot_history: History,  # noqa: F811
+    hubspot_history: History,
 ) -> None:
     history = hubspot_history
     with open_connector(config(tmp_path, sandbox), retry_sleep=no_wait) as hub:

@@ -2,6 +2,7 @@
 engine, outbox drain, cycle jobs and store. Nothing of ours is mocked; only the waits where waiting
 is not the point are skipped (`retry_sleep=no_wait`)."""
 
+# ruff: noqa: F811  (the fixtures `server` and `clock` come from tests.hubspot_support)
 from __future__ import annotations
 
 import ssl
@@ -24,16 +25,18 @@ from connector.sources.base import RemoteEvent, StatusWrite
 from connector.sources.errors import Action, CrmError
 from connector.sources.hubspot import HubSpot
 from connector.store import repo
-from tests.hubspot_support import (
+from tests.hubspot_support import (  # noqa: F401  (server, clock: fixtures)
     LEAD_STATUS,
     LIFECYCLE,
     T0,
     SandboxClock,
     calls_to,
+    clock,
     contacts,
     fresh_portal,
     no_wait,
     open_connector,
+    server,
     started_sandbox,
     write_config,
 )
@@ -43,18 +46,6 @@ NOW = T0 + timedelta(minutes=1)
 
 def event(record_id: str, kind: str) -> RemoteEvent:
     return RemoteEvent(record_id, kind, NOW, f"test:{kind}:{record_id}")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HubSpotSandbox]:
-    """One sandbox for the module (stopping one takes half a second); a fresh portal per test."""
-    with started_sandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def clock() -> SandboxClock:
-    return SandboxClock()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 listing are each read exactly once, and a listing cut short resumes where it stopped. hubspot-api-client
 over HTTP to the sandbox (its search index lags, as a real account's does), the real engine and store."""
 
+# ruff: noqa: F811  (the fixtures `server` and `clock` come from tests.hubspot_support)
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -17,32 +18,23 @@ from connector.sources.base import Cursor
 from connector.sources.hubspot_listing import Listing, begin, page_cursor, resumed
 from connector.sources.hubspot_stream import at_ms, ms_of
 from connector.store import repo
-from tests.hubspot_support import (
+from tests.hubspot_support import (  # noqa: F401  (server, clock: fixtures)
     T0,
     Connector,
     SandboxClock,
     calls_to,
+    clock,
     contacts,
     fresh_portal,
     no_wait,
     open_connector,
+    server,
     started_sandbox,
     write_config,
 )
 
 PEOPLE = 1_000  # ten list answers of 100, five pages of 200
 NEWEST = T0 - timedelta(days=1)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HubSpotSandbox]:
-    with started_sandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def clock() -> SandboxClock:
-    return SandboxClock()
 
 
 @pytest.fixture
