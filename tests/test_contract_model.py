@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -339,12 +339,16 @@ def machine_for(store: Store, folder: Path) -> type[ContractMachine]:
     return type(f"ContractMachineOn{store.dialect.title()}", (ContractMachine,), attrs)
 
 
-def machine_settings(examples: int) -> settings:
+def machine_settings(examples: int, *, derandomize: bool = False) -> settings:
     return settings(
         max_examples=examples,
+        derandomize=derandomize,
         stateful_step_count=30,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        # No explain phase: it re-runs a failing interleaving under a line tracer, which on this machine
+        # outlasts the test's timeout and hides the failure behind it.
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     )
 
 
