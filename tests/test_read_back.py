@@ -21,7 +21,7 @@ from connector.record_writes import decide_remote, next_timer_at, read_back
 from connector.rules import RecordState, SetBy, next_inactive_deadline
 from connector.sources.base import Cursor, Page, RemoteRecord
 from connector.store import repo
-from connector.store.db import Store, make_engine
+from connector.store.db import SQLITE_PAGE_SIZE, Store, make_engine, open_store
 from tests.support import offline_config
 
 MAPPING = """\
@@ -174,6 +174,37 @@ def test_a_new_connection_gets_the_pragmas() -> None:
             assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 10000
     finally:
         engine.dispose()
+
+
+def test_a_new_sqlite_store_gets_small_pages_and_an_older_store_keeps_its_own(tmp_path: Path) -> None:
+    import sqlite3
+
+    new = open_store(f"sqlite:///{tmp_path / 'new.db'}")
+    try:
+        with new.engine.connect() as connection:
+            assert connection.execute(text("PRAGMA page_size")).scalar() == SQLITE_PAGE_SIZE == 2048
+    finally:
+        new.close()
+    # A store written by an earlier version, with SQLite's default 4 KiB pages: opening it must neither
+    # fail nor try to rewrite it; the engine works on it as before.
+    older = tmp_path / "older.db"
+    raw = sqlite3.connect(older)
+    raw.execute("PRAGMA page_size=4096")
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.execute("CREATE TABLE earlier (x)")
+    raw.commit()
+    raw.close()
+    store = open_store(f"sqlite:///{older}")
+    try:
+        config = make_config(tmp_path)
+        Engine(config, store, {}).apply_page(
+            config.object("crm", "Lead"), page([remote(1, "Contacted", T0 + timedelta(hours=1))]), NOW
+        )
+        with store.engine.connect() as connection:
+            assert connection.execute(text("PRAGMA page_size")).scalar() == 4096
+        assert rows_of(store, ["00Q001"])["00Q001"][repo.R_REMOTE_STATUS] == "Contacted"
+    finally:
+        store.close()
 
 
 def test_a_new_record_already_inserted_by_another_writer_is_updated_not_refused(store: Store) -> None:

@@ -43,6 +43,9 @@ def _fast_sqlite_binds() -> None:
     sqlite3.register_adapter(bool, int)
 
 
+SQLITE_PAGE_SIZE = 2048  # bytes, for stores created from now on
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
@@ -53,6 +56,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
+            # 2 KiB pages for a new store (an existing one keeps its size: SQLite ignores this once the
+            # file has content). A page of a pull updates some 2,000 rows scattered over the table, one
+            # database page each, and every dirty page is written twice (to the WAL, then by the
+            # checkpoint): half the page size took the store benchmark from about 20,000 to 25,000
+            # records/s. 1 KiB was no faster, and would push a record with many `fields` onto overflow
+            # pages.
+            cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
