@@ -24,7 +24,9 @@ from connector.record_writes import (
     our_write,
     plain_write,
     read_back,
+    resend_stage,
     sent_landed,
+    traces_ended,
     write_for,
 )
 from connector.rules import Decision, SetBy, Transition
@@ -216,6 +218,7 @@ class Engine:
                     )
                     known = record.remote_modified_at or remote.modified_at
                     confirmed.remote_modified_at = max(remote.modified_at, known)
+                    resend_stage(confirmed, synced.mapping, pending=item is not None)
                     writes.append(confirmed)
                     continue
                 first_seen = rules.first_seen_at(
@@ -242,7 +245,7 @@ class Engine:
                     _count(stats, write)
                     stats.deleted += 1 if write.deleted else 0
             repo.save_records(session, synced.source, synced.name, writes, now, stamps)
-            repo.forget_sent(session, [r for r in landed_ids if r in sent])
+            repo.forget_sent(session, [r for r in landed_ids if r in sent] + traces_ended(stored, candidates, sent))
             if save_cursor and _ahead(page.cursor, Cursor(*repo.get_cursor(session, synced.source, synced.name))):
                 repo.save_cursor(session, synced.source, synced.name, page.cursor.modified_at, page.cursor.last_id, now)
             return stats

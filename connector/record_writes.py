@@ -6,6 +6,7 @@ conflicts) and resync; pure apart from the store's data types, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal, NamedTuple
@@ -304,6 +305,45 @@ def sent_landed(stored: repo.StoredRecord, remote: RemoteRecord, sent: set[str] 
         and remote.status in (sent or ())
         and remote.status != stored.state.remote_status
     )
+
+
+def resend_stage(write: repo.RecordWrite, mapping: StageMapping, *, pending: bool) -> None:
+    """After a write of ours is found landed for a record with nothing `pending`: queue the stage's status if
+    the CRM holds another.
+
+    A stage set since the kill whose status the store believed the CRM held queued nothing, so the CRM
+    would keep our older status under a newer stage, and no later read would tell the two apart.
+    """
+    state = write.state
+    if pending or write.writeback is not None or write.converted or write.deleted:
+        return
+    if state.stage is None or state.quarantined is not None:
+        return
+    status = mapping.status_for_stage(state.stage)
+    if status != state.remote_status:
+        write.writeback, write.cancel_writeback = status, False
+
+
+def traces_ended(
+    stored: dict[str, repo.StoredRecord], reads: Sequence[RemoteRecord], sent: dict[int, set[str]]
+) -> list[int]:
+    """Records with a sent trace whose read, not stale (rule 5), shows another status than the stored one.
+
+    Either it is ours found landed, or a person changed the record after what we sent: then a later read
+    of a status we had sent is theirs too (rule 1), not our write landing. In both cases the CRM has told
+    where the record stands.
+    """
+    ended = []
+    for remote in reads:
+        record = stored.get(remote.id)
+        if (
+            record is not None
+            and record.id in sent
+            and remote.status != record.state.remote_status
+            and not rules.is_stale(record.remote_modified_at, remote.modified_at)
+        ):
+            ended.append(record.id)
+    return ended
 
 
 def read_back(

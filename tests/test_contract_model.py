@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -353,10 +353,7 @@ def machine_settings(examples: int, *, derandomize: bool = False) -> settings:
 
 
 def test_the_contract_under_lag_faults_and_kills(store: Store, tmp_path: Path) -> None:
-    # A fixed draw for the suite. Unpinned, one interleaving in a few runs after a killed drain
-    # disagrees with the reference model, which does not know the "sent, unconfirmed" trace yet (see
-    # CHANGELOG); the slow test and `python -m tests.soak_contract` still draw at random.
-    run_state_machine_as_test(seed(1)(machine_for(store, tmp_path)), settings=machine_settings(30))
+    run_state_machine_as_test(machine_for(store, tmp_path), settings=machine_settings(30))
 
 
 @pytest.mark.slow
@@ -470,3 +467,62 @@ def test_activity_seen_before_its_new_record_counts_once_the_record_is(store: St
     view = store_view(store, synced)["r4"]
     assert view["history"] == [(None, "New", False, "external", "Open"), ("New", "Working", False, "event", None)]
     assert (view["entered"], view["activity"], view["pending"]) == (T0 + 10 * SECOND, T0 + 10 * SECOND, ["Contacted"])
+
+
+def test_a_killed_write_read_back_under_a_stage_set_since_sends_that_stage_again(store: Store, tmp_path: Path) -> None:
+    """Found by the model: a write the CRM took just before a kill, then an import back to the stage whose
+    status the store still held (so nothing was queued). Reading our write back is not a person's change,
+    and the imported stage stays; but the CRM must not keep our older status under it: it is sent again."""
+    engine, synced, crm, drain = rig(store, tmp_path, "salesforce")
+    engine.set_stages(synced, [("r1", "Working")], T0)  # queues Contacted
+    crm.faults["write"] = "kill"
+    with pytest.raises(Killed):
+        drain.run(synced, T0)  # the CRM now holds Contacted; the store never heard
+    engine.set_stages(synced, [("r1", "New")], T0 + SECOND)  # Open, which the store believes the CRM holds
+    pull_at(engine, synced, crm, 60)
+    view = store_view(store, synced)["r1"]
+    assert [e for e in view["history"] if e[3] == "external" and e[4] == "Contacted"] == []
+    assert (view["stage"], view["set_by"], view["remote"], view["pending"]) == ("New", "import", "Contacted", ["Open"])
+    drain.run(synced, crm.now)
+    assert (crm.live("r1").status, crm.clobbers) == ("Open", [])
+    assert store_view(store, synced)["r1"]["remote"] == "Open"
+
+
+def test_a_person_s_status_read_after_a_killed_write_ends_its_trace(store: Store, tmp_path: Path) -> None:
+    """A person changes the record after our killed write landed, then sets the status we had sent: that
+    last change is theirs. The trace of our write ended when their first change was taken in (rule 1);
+    kept, it made their status ours, and the stage they left was written back over it."""
+    engine, synced, crm, drain = rig(store, tmp_path, "salesforce")
+    engine.set_stages(synced, [("r1", "Working")], T0)  # queues Contacted
+    crm.faults["write"] = "kill"
+    with pytest.raises(Killed):
+        drain.run(synced, T0)  # the CRM now holds Contacted; the store never heard
+    crm.now = T0 + 10 * SECOND
+    crm.edit("r1", "Meeting", timedelta(0))
+    pull_at(engine, synced, crm, 20)
+    crm.edit("r1", "Contacted", timedelta(0))
+    pull_at(engine, synced, crm, 40)
+    view = store_view(store, synced)["r1"]
+    assert view["history"][-1] == ("Meeting Set", "Working", False, "external", "Contacted")
+    assert (view["stage"], view["set_by"], view["remote"], view["pending"]) == ("Working", "external", "Contacted", [])
+    drain.run(synced, crm.now)
+    assert crm.live("r1").status == "Contacted"
+
+
+@pytest.mark.xfail(strict=True, reason="a refusal ends the record's whole sent trace, the landed earlier write's too")
+def test_a_killed_write_still_counts_as_ours_after_the_newer_write_is_refused(store: Store, tmp_path: Path) -> None:
+    """Not settled (see CHANGELOG): a write landed before a kill, a newer stage's write then refused by the
+    CRM. The refusal says nothing about the earlier write, which the CRM still holds; read back, it is
+    taken for a person's change and moves the record backwards. The random machine rarely draws this."""
+    engine, synced, crm, drain = rig(store, tmp_path, "salesforce")
+    engine.set_stages(synced, [("r1", "Working")], T0)  # queues Contacted
+    crm.faults["write"] = "kill"
+    with pytest.raises(Killed):
+        drain.run(synced, T0)  # the CRM now holds Contacted; the store never heard
+    engine.set_stages(synced, [("r1", "Won")], T0 + SECOND)  # replaces the pending item
+    crm.faults["write"] = "record"
+    drain.run(synced, T0 + 2 * SECOND)  # Closed Won refused for this record: dead-lettered
+    pull_at(engine, synced, crm, 60)
+    view = store_view(store, synced)["r1"]
+    assert [e for e in view["history"] if e[3] == "external" and e[4] == "Contacted"] == []
+    assert (view["stage"], view["set_by"], view["dead"]) == ("Won", "import", 1)
