@@ -192,6 +192,7 @@ class Engine:
             stored = {r.id: repo.stored_from_row(rows[r.id]) for r in candidates if r.id in rows}
             pending = repo.pending_writebacks(session, [s.id for s in stored.values()])
             sent = repo.sent_statuses(session, [s.id for s in stored.values()])
+            dead = repo.dead_statuses(session, list(sent)) if sent else {}
             landed_ids: list[int] = []
             writes: list[repo.RecordWrite] = []
             for remote in candidates:
@@ -218,7 +219,7 @@ class Engine:
                     )
                     known = record.remote_modified_at or remote.modified_at
                     confirmed.remote_modified_at = max(remote.modified_at, known)
-                    resend_stage(confirmed, synced.mapping, pending=item is not None)
+                    resend_stage(confirmed, synced.mapping, pending=item is not None, dead=dead.get(record.id))
                     writes.append(confirmed)
                     continue
                 first_seen = rules.first_seen_at(

@@ -307,20 +307,24 @@ def sent_landed(stored: repo.StoredRecord, remote: RemoteRecord, sent: set[str] 
     )
 
 
-def resend_stage(write: repo.RecordWrite, mapping: StageMapping, *, pending: bool) -> None:
+def resend_stage(
+    write: repo.RecordWrite, mapping: StageMapping, *, pending: bool, dead: set[str] | None = None
+) -> None:
     """After a write of ours is found landed for a record with nothing `pending`: queue the stage's status if
     the CRM holds another.
 
     A stage set since the kill whose status the store believed the CRM held queued nothing, so the CRM
-    would keep our older status under a newer stage, and no later read would tell the two apart.
+    would keep our older status under a newer stage, and no later read would tell the two apart. A
+    status the CRM refused (`dead`, dead-lettered) is not queued again: it waits for the admin, who
+    re-queues it with `connector outbox`.
     """
     state = write.state
     if pending or write.writeback is not None or write.converted or write.deleted:
         return
-    if state.stage is None or state.quarantined is not None:
-        return
+    if state.stage is None or state.quarantined is not None or not mapping.has_stage(state.stage):
+        return  # no stage, or one the mapping no longer has: no status of ours to send
     status = mapping.status_for_stage(state.stage)
-    if status != state.remote_status:
+    if status != state.remote_status and status not in (dead or ()):
         write.writeback, write.cancel_writeback = status, False
 
 

@@ -270,7 +270,7 @@ class Drain:
         by_id = {o.record_id: o for o in outcomes}
         confirmed: list[tuple[int, int]] = []
         done_ids: set[int] = set()
-        refused: set[str] = set()
+        refused: list[tuple[int, str]] = []
         for item in final:
             outcome = by_id.get(item.external_id)
             error = failure if outcome is None else outcome.error
@@ -298,14 +298,15 @@ class Drain:
                     write.remote_modified_at = max(outcome.modified_at, known) if known else outcome.modified_at
                 writes.append(write)
             else:
-                if outcome is not None:
-                    refused.add(item.external_id)  # the CRM answered no for this record: it holds nothing of ours
+                if outcome is not None and item.external_id in stored:
+                    # The CRM answered no to this status; a status sent before a kill may still have landed.
+                    refused.append((stored[item.external_id].id, item.status))
                 self._failed(session, synced, item, error, now, stats)
         # One statement for the batch: an UPDATE per item was most of a drain's time.
         stats.done += repo.finish_items(session, confirmed, "done", now)
         settled = {item.external_id for item, _ in conflicts} | {i.external_id for i in final if i.id in done_ids}
-        settled |= refused
         repo.forget_sent(session, [stored[x].id for x in settled if x in stored])
+        repo.forget_refused(session, refused)
         repo.save_records(session, synced.source, synced.name, writes, now)
 
     def _failed(

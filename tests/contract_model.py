@@ -82,6 +82,7 @@ class Rec:
     attempts: int = 0
     due: datetime | None = None
     dead: int = 0
+    dead_statuses: set[str] = field(default_factory=set)  # refused or out of attempts: for the admin
     history: list[Entry] = field(default_factory=list)
     score: int | None = None  # the field as the last read taken in had it
     score_read: bool = False  # whether any read was taken in (a "before" exists)
@@ -149,7 +150,10 @@ class Rec:
             self.sent.clear()
             self.fields_read(score, stamp, now or stamp)
             self.learn(stamp)
-            if self.pending is None and self.stage is not None and self.quarantined is None:
+            # A refused status waits for the admin, in the dead letters.
+            if self.pending is None and self.stage is not None and self.quarantined is None and (
+                STATUS_OF[self.stage] not in self.dead_statuses
+            ):
                 self.queue(STATUS_OF[self.stage], now or stamp)
             return
         self.status_read(status, first_seen or stamp)
@@ -220,13 +224,18 @@ class Rec:
         self.quarantined = None
         self.queue(STATUS_OF[stage], now)
 
+    def dead_letter(self) -> None:
+        assert self.pending is not None
+        self.dead_statuses.add(self.pending)
+        self.pending, self.dead = None, self.dead + 1
+
     def unlock(self) -> None:
         self.history.append((self.stage, self.stage, False, "unlock", None))
         self.set_by = "trigger"
 
     def retry(self, now: datetime) -> None:
         if self.attempts + 1 >= MAX_ATTEMPTS:
-            self.pending, self.dead = None, self.dead + 1
+            self.dead_letter()
             return
         self.due = now + retry_wait(self.attempts)
         self.attempts += 1
@@ -312,14 +321,15 @@ class World:
             rec = self.records[rid]
             outcome = outcomes.get(rid)
             error = None if outcome is None else outcome.error
-            if outcome is not None:
-                # The CRM answered for this record. A refusal ends the trace of an earlier write it still
-                # holds too, as the connector does (the strict xfail in test_contract_model.py).
-                rec.sent.clear()
+            if outcome is not None and error is None:
+                rec.sent.clear()  # the CRM holds ours: nothing sent earlier can land unnoticed now
+            elif outcome is not None:
+                # The CRM refused this status; an earlier one sent before a kill may still have landed.
+                rec.sent.discard(rec.pending or "")
             if outcome is None or (error is not None and error.action.value == "retry"):
                 rec.retry(now)
             elif error is not None:
-                rec.pending, rec.dead = None, rec.dead + 1
+                rec.dead_letter()
             else:
                 rec.remote, rec.pending = rec.pending, None
                 rec.learn(outcome.modified_at)

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from connector.config import Config, load_config
 from connector.engine import Engine
 from connector.mapping import InactiveTrigger
-from connector.record_writes import decide_remote, next_timer_at, read_back
+from connector.record_writes import decide_remote, next_timer_at, read_back, resend_stage
 from connector.rules import RecordState, SetBy, next_inactive_deadline
 from connector.sources.base import Cursor, Page, RemoteRecord
 from connector.store import repo
@@ -174,6 +174,26 @@ def test_a_new_connection_gets_the_pragmas() -> None:
             assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 10000
     finally:
         engine.dispose()
+
+
+def test_our_landed_write_under_another_stage_sends_that_stage_s_status_unless_refused_or_unmapped(
+    tmp_path: Path,
+) -> None:
+    mapping = make_config(tmp_path).object("crm", "Lead").mapping
+
+    def landed(stage: str, **kw: Any) -> repo.RecordWrite:
+        # The CRM holds Contacted, ours from before a kill; the stage was set since.
+        state = RecordState(stage=stage, set_by=SetBy.IMPORT, remote_status="Contacted", stage_entered_at=T0)
+        write = repo.RecordWrite("00Q001", 1, state)
+        resend_stage(write, mapping, **kw)
+        return write
+
+    assert landed("New", pending=False).writeback == "Open"
+    assert landed("Working", pending=False).writeback is None  # the CRM holds this stage's status already
+    assert landed("New", pending=True).writeback is None  # the pending item goes out anyway
+    assert landed("New", pending=False, dead={"Open"}).writeback is None  # refused: the admin's to re-queue
+    # A stage the mapping no longer has (it was edited since): no status of ours to send, and no error.
+    assert landed("Retired", pending=False).writeback is None
 
 
 def test_a_new_sqlite_store_gets_small_pages_and_an_older_store_keeps_its_own(tmp_path: Path) -> None:

@@ -538,9 +538,27 @@ def sent_statuses(session: Session, record_ids: Sequence[int]) -> dict[int, set[
 
 
 def forget_sent(session: Session, record_ids: Sequence[int]) -> None:
-    """The outcome of every write sent for these records is known now (confirmed, refused or read back)."""
+    """The CRM has told where these records stand (our write confirmed or read back, a person's status
+    read): no status sent for them can still land unnoticed."""
     for chunk in _chunks(list(dict.fromkeys(record_ids))):
         session.execute(SENT.delete().where(SENT.c.record_id.in_(chunk)))
+
+
+def forget_refused(session: Session, refused: Sequence[tuple[int, str]]) -> None:
+    """(record id, status) pairs the CRM refused: those statuses never landed. An earlier status sent for
+    the same record before a kill may have, so its trace stays."""
+    for record_id, status in dict.fromkeys(refused):
+        session.execute(SENT.delete().where(SENT.c.record_id == record_id, SENT.c.status == status))
+
+
+def dead_statuses(session: Session, record_ids: Sequence[int]) -> dict[int, set[str]]:
+    """record id -> the statuses dead-lettered for it (refused by the CRM, waiting for the admin)."""
+    found: dict[int, set[str]] = {}
+    for record_id, status in _for_records(
+        session, "SELECT record_id, status FROM outbox WHERE state = 'dead' AND record_id {match}", record_ids
+    ):
+        found.setdefault(record_id, set()).add(status)
+    return found
 
 
 def retry_item(session: Session, item_id: int, version: int, when: datetime, error: str, now: datetime) -> None:
