@@ -10,6 +10,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from connector.errors import ConnectorError
+from connector.store.checkpoint import checkpointer_for
 from connector.store.revision import MIGRATIONS, head_from_files
 
 if TYPE_CHECKING:
@@ -185,6 +186,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions: sessionmaker[Session] | None = None  # the ORM is imported by the first unit of work
+        self.checkpointer = checkpointer_for(engine.url.database, engine.dialect.name)
 
     def _session_factory(self) -> sessionmaker[Session]:
         if self._sessions is None:
@@ -201,6 +203,8 @@ class Store:
     def transaction(self) -> Iterator[Session]:
         with self._session_factory()() as session, session.begin():
             yield session
+        if self.checkpointer is not None:
+            self.checkpointer.poke()  # committed: its pages go to the database file off this thread
 
     def run(self, work: Callable[[Session], T], attempts: int = 4) -> T:
         """Run `work` in one transaction, again from the start if the connection was lost."""
@@ -217,4 +221,6 @@ class Store:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.engine.dispose()
