@@ -204,6 +204,23 @@ def test_a_newer_status_replaces_the_pending_one(store: Store) -> None:
         assert repo.outbox_counts(session, "crm", "Lead") == {"done": 1, "pending": 1}
 
 
+def test_a_refusal_forgets_only_the_refused_status_of_what_was_sent(store: Store) -> None:
+    with store.transaction() as session:
+        writes = [write("L1"), write("L2")]
+        repo.save_records(session, "crm", "Lead", writes, T0)
+        one, two = (w.record_id for w in writes)
+        assert one is not None and two is not None
+        repo.note_sent(session, [(one, "Contacted"), (one, "Closed Won"), (two, "Contacted")], T0)
+    with store.transaction() as session:
+        # Closed Won refused for L1 and Contacted for L2: L1's Contacted, sent before, may have landed.
+        repo.forget_refused(session, [(one, "Closed Won"), (two, "Contacted"), (two, "Contacted")])
+    with store.transaction() as session:
+        assert repo.sent_statuses(session, [one, two]) == {one: {"Contacted"}}
+        repo.forget_sent(session, [one])
+    with store.transaction() as session:
+        assert repo.sent_statuses(session, [one, two]) == {}
+
+
 def test_the_database_refuses_a_second_pending_item(store: Store) -> None:
     with store.transaction() as session:
         w = write("L1", writeback="Contacted")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, bindparam, func, select, text, update
+from sqlalchemy import Table, and_, bindparam, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -547,8 +547,8 @@ def forget_sent(session: Session, record_ids: Sequence[int]) -> None:
 def forget_refused(session: Session, refused: Sequence[tuple[int, str]]) -> None:
     """(record id, status) pairs the CRM refused: those statuses never landed. An earlier status sent for
     the same record before a kill may have, so its trace stays."""
-    for record_id, status in dict.fromkeys(refused):
-        session.execute(SENT.delete().where(SENT.c.record_id == record_id, SENT.c.status == status))
+    for chunk in _chunks(list(dict.fromkeys(refused))):
+        session.execute(SENT.delete().where(tuple_(SENT.c.record_id, SENT.c.status).in_(chunk)))
 
 
 def dead_statuses(session: Session, record_ids: Sequence[int]) -> dict[int, set[str]]:
