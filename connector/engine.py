@@ -193,7 +193,6 @@ class Engine:
             pending = repo.pending_writebacks(session, [s.id for s in stored.values()])
             sent = repo.sent_statuses(session, [s.id for s in stored.values()])
             dead = repo.dead_statuses(session, list(sent)) if sent else {}
-            landed_ids: list[int] = []
             writes: list[repo.RecordWrite] = []
             for remote in candidates:
                 record = stored.get(remote.id)
@@ -213,7 +212,6 @@ class Engine:
                         landed = remote.status
                 if record is not None and landed is not None:
                     record = replace(record, state=rules.written(record.state, landed))
-                    landed_ids.append(record.id)
                     confirmed = decide_remote(record, remote, synced.mapping) or plain_write(
                         record, remote.id, Decision(record.state), synced.mapping
                     )
@@ -246,7 +244,8 @@ class Engine:
                     _count(stats, write)
                     stats.deleted += 1 if write.deleted else 0
             repo.save_records(session, synced.source, synced.name, writes, now, stamps)
-            repo.forget_sent(session, [r for r in landed_ids if r in sent] + traces_ended(stored, candidates, sent))
+            # Our writes found landed are among them: read back, they too showed another status, not stale.
+            repo.forget_sent(session, traces_ended(stored, candidates, sent))
             if save_cursor and _ahead(page.cursor, Cursor(*repo.get_cursor(session, synced.source, synced.name))):
                 repo.save_cursor(session, synced.source, synced.name, page.cursor.modified_at, page.cursor.last_id, now)
             return stats

@@ -7,6 +7,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,9 +25,9 @@ def write_records(store: Store, count: int, start: int = 0) -> None:
     store.run(lambda session: repo.save_records(session, "crm", "Lead", writes, T0))
 
 
-def until(condition: object, seconds: float = 10.0) -> None:
+def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
+    while not condition() and time.monotonic() < deadline:
         time.sleep(0.01)
 
 

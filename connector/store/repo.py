@@ -528,13 +528,17 @@ def note_sent(session: Session, writes: Sequence[tuple[int, str]], now: datetime
         session.execute(SENT.insert(), [{"record_id": r, "status": s, "sent_at": now} for r, s in new])
 
 
-def sent_statuses(session: Session, record_ids: Sequence[int]) -> dict[int, set[str]]:
-    """record id -> the statuses sent to the CRM for it whose outcome the store never learned."""
+def _statuses_by_record(session: Session, sql: str, record_ids: Sequence[int]) -> dict[int, set[str]]:
+    """record id -> the statuses of the (record_id, status) rows `sql` selects for these records."""
     found: dict[int, set[str]] = {}
-    for record_id, status in _for_records(session, "SELECT record_id, status FROM sent_writes WHERE record_id {match}",
-                                          record_ids):
+    for record_id, status in _for_records(session, sql, record_ids):
         found.setdefault(record_id, set()).add(status)
     return found
+
+
+def sent_statuses(session: Session, record_ids: Sequence[int]) -> dict[int, set[str]]:
+    """record id -> the statuses sent to the CRM for it whose outcome the store never learned."""
+    return _statuses_by_record(session, "SELECT record_id, status FROM sent_writes WHERE record_id {match}", record_ids)
 
 
 def forget_sent(session: Session, record_ids: Sequence[int]) -> None:
@@ -553,12 +557,9 @@ def forget_refused(session: Session, refused: Sequence[tuple[int, str]]) -> None
 
 def dead_statuses(session: Session, record_ids: Sequence[int]) -> dict[int, set[str]]:
     """record id -> the statuses dead-lettered for it (refused by the CRM, waiting for the admin)."""
-    found: dict[int, set[str]] = {}
-    for record_id, status in _for_records(
+    return _statuses_by_record(
         session, "SELECT record_id, status FROM outbox WHERE state = 'dead' AND record_id {match}", record_ids
-    ):
-        found.setdefault(record_id, set()).add(status)
-    return found
+    )
 
 
 def retry_item(session: Session, item_id: int, version: int, when: datetime, error: str, now: datetime) -> None:
